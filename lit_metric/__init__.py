@@ -1,0 +1,24 @@
+"""lit_metric: deep metric learning for PyTorch Lightning.
+
+Importing ``lit_metric`` never imports lightly or wandb (they load lazily where used).
+"""
+
+from lit_metric import distances, distributed, functional, losses, metrics, miners
+from lit_metric.distances import CosineSimilarity, DotProductSimilarity, EuclideanDistance
+from lit_metric.module import MetricLearningModule
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CosineSimilarity",
+    "DotProductSimilarity",
+    "EuclideanDistance",
+    "MetricLearningModule",
+    "__version__",
+    "distances",
+    "distributed",
+    "functional",
+    "losses",
+    "metrics",
+    "miners",
+]

@@ -1,0 +1,3 @@
+from lit_metric.cli import main
+
+main()

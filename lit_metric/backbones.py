@@ -1,0 +1,129 @@
+"""Backbones (timm's registry, small convnets for small images) and the embedding head."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from lit_metric._validation import check_int
+
+__all__ = ["ConvNet", "EmbeddingHead", "MLP", "backbone_features", "create_backbone"]
+
+
+def create_backbone(name: str, pretrained: bool = False, in_chans: int = 3, **kwargs: object) -> nn.Module:
+    """A timm model without its classifier (``num_classes=0``): outputs ``(B, num_features)``.
+
+    Args:
+        name: any name of timm's registry (``timm.list_models()``), e.g. ``"resnet18"``.
+        pretrained: load timm's pretrained weights (downloads from the hub: needs internet).
+        in_chans: input channels.
+        **kwargs: passed to ``timm.create_model``.
+
+    Raises:
+        ValueError: for a name timm does not know (with close matches).
+    """
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"*{name.split('_')[0]}*")[:10]
+        raise ValueError(
+            f"Expected argument `backbone` to be a timm model name, but got {name!r}. "
+            f"Close matches: {close}. See `timm.list_models()`."
+        )
+    return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs)
+
+
+def backbone_features(backbone: nn.Module) -> int:
+    """The backbone's output width: ``num_features`` (timm, ours) or ``out_features`` of a last Linear."""
+    for attr in ("num_features", "out_features", "embed_dim"):
+        value = getattr(backbone, attr, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(
+        f"Cannot tell the output width of backbone {type(backbone).__name__}: give it an int attribute "
+        "`num_features` (as timm models have), or pass `backbone_features=` to the module."
+    )
+
+
+class ConvNet(nn.Module):
+    """The classic few-shot convnet: blocks of conv3×3 → BN → ReLU → max-pool 2, then global average pool.
+
+    With ``channels=(64, 64, 64, 64)`` it is the 4-block network of Vinyals et al. 2016 / Snell et al.
+    2017 used for Omniglot.  Output: ``(B, channels[-1])`` (``num_features``).
+
+    Args:
+        in_chans: input channels.
+        channels: output channels of each block.
+        pool_last: max-pool after every block (including the last); set False for tiny inputs.
+    """
+
+    def __init__(self, in_chans: int = 1, channels: Sequence[int] = (64, 64, 64, 64), pool_last: bool = True) -> None:
+        super().__init__()
+        check_int(in_chans, "in_chans", 1)
+        layers: list[nn.Module] = []
+        prev = in_chans
+        for i, c in enumerate(channels):
+            layers += [nn.Conv2d(prev, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
+            if pool_last or i < len(channels) - 1:
+                layers.append(nn.MaxPool2d(2, ceil_mode=True))
+            prev = c
+        self.features = nn.Sequential(*layers)
+        self.num_features = prev
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"Expected a (B, C, H, W) image batch for ConvNet, but got shape {tuple(x.shape)}.")
+        return self.features(x).mean(dim=(2, 3))
+
+
+class MLP(nn.Module):
+    """Flatten → (Linear → BN → ReLU) × len(hidden): a backbone for vector or tiny-image inputs."""
+
+    def __init__(self, in_features: int, hidden: Sequence[int] = (256, 256)) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Flatten()]
+        prev = check_int(in_features, "in_features", 1)
+        for h in hidden:
+            layers += [nn.Linear(prev, h), nn.BatchNorm1d(h), nn.ReLU(inplace=True)]
+            prev = h
+        self.net = nn.Sequential(*layers)
+        self.num_features = prev
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+
+class EmbeddingHead(nn.Module):
+    """``Linear(in_features, embedding_dim)`` [+ BatchNorm1d] [+ L2 normalisation].
+
+    Args:
+        in_features: backbone output width.
+        embedding_dim: embedding size D.
+        normalize: L2-normalise the output (embeddings on the unit sphere).
+        batch_norm: BatchNorm1d after the linear layer (as in many retrieval recipes).
+
+    Example:
+        >>> import torch
+        >>> head = EmbeddingHead(16, 4)
+        >>> head(torch.randn(3, 16)).norm(dim=1)
+        tensor([1.0000, 1.0000, 1.0000], grad_fn=<LinalgVectorNormBackward0>)
+    """
+
+    def __init__(self, in_features: int, embedding_dim: int = 128, normalize: bool = True, batch_norm: bool = False) -> None:
+        super().__init__()
+        self.in_features = check_int(in_features, "in_features", 1)
+        self.embedding_dim = check_int(embedding_dim, "embedding_dim", 1)
+        self.linear = nn.Linear(in_features, embedding_dim)
+        self.bn = nn.BatchNorm1d(embedding_dim) if batch_norm else nn.Identity()
+        self.normalize = normalize
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(
+                f"Expected backbone features of shape (B, {self.in_features}) for the EmbeddingHead, but got "
+                f"{tuple(x.shape)}. Check `backbone_features` against the backbone's real output."
+            )
+        z = self.bn(self.linear(x))
+        return torch.nn.functional.normalize(z, dim=1) if self.normalize else z

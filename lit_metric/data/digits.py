@@ -1,0 +1,81 @@
+"""scikit-learn's bundled 8×8 digits as a class-disjoint metric-learning benchmark (no download)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+
+from lit_metric.data.datasets import TensorImageDataset
+from lit_metric.data.samplers import PKSampler
+
+__all__ = ["DigitsDataModule"]
+
+
+class DigitsDataModule(L.LightningDataModule):
+    """1,797 8×8 grey images of digits; train on ``train_classes`` (0–4), validate/test on the rest (5–9).
+
+    Items are ``(x, label, index)`` with ``x`` of shape ``(1, 8, 8)`` scaled to ``[0, 1]``.  Training
+    batches are P×K (:class:`~lit_metric.data.PKSampler`), evaluation batches sequential.
+
+    Args:
+        p: classes per training batch.
+        k: samples per class in a training batch.
+        batches_per_epoch: training batches per epoch (default: one pass worth of samples).
+        train_classes: digits used for training; the others are the unseen evaluation classes.
+        eval_batch_size: batch size of validation/test/predict loaders.
+        seed: sampler seed.
+        num_workers: DataLoader workers.
+    """
+
+    def __init__(
+        self,
+        p: int = 5,
+        k: int = 16,
+        batches_per_epoch: int | None = None,
+        train_classes: Sequence[int] = (0, 1, 2, 3, 4),
+        eval_batch_size: int = 256,
+        seed: int = 0,
+        num_workers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.p, self.k = p, k
+        self.batches_per_epoch = batches_per_epoch
+        self.train_classes = tuple(train_classes)
+        self.eval_batch_size = eval_batch_size
+        self.seed = seed
+        self.num_workers = num_workers
+        self.train_set: TensorImageDataset | None = None
+        self.eval_set: TensorImageDataset | None = None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        from sklearn.datasets import load_digits
+
+        digits = load_digits()
+        images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
+        labels = torch.tensor(digits.target, dtype=torch.long)
+        is_train = torch.isin(labels, torch.tensor(self.train_classes))
+        self.train_set = TensorImageDataset(images[is_train], labels[is_train])
+        self.eval_set = TensorImageDataset(images[~is_train], labels[~is_train])
+
+    def train_dataloader(self) -> DataLoader:
+        assert self.train_set is not None, "call setup() first"
+        sampler = PKSampler(self.train_set.labels, self.p, self.k, self.batches_per_epoch, seed=self.seed)
+        return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
+
+    def _eval_loader(self) -> DataLoader:
+        assert self.eval_set is not None, "call setup() first"
+        return DataLoader(self.eval_set, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader()
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader()

@@ -1,0 +1,99 @@
+"""P×K batch sampling (P classes × K samples per batch), DDP-aware."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+from lit_metric import distributed
+from lit_metric._validation import check_int
+
+__all__ = ["PKSampler"]
+
+
+class PKSampler(Sampler[list[int]]):
+    """A batch sampler: each batch holds ``p`` distinct classes × ``k`` samples of each.
+
+    Samples of a class are drawn without replacement while the class has at least ``k`` of them,
+    otherwise with replacement (a class with fewer than ``k`` samples is still usable unless
+    ``min_class_size`` forbids it).  Deterministic per ``(seed, epoch)``; call :meth:`set_epoch`
+    (Lightning does) for a new draw each epoch.
+
+    Under DDP (or with explicit ``rank``/``world_size``) each step draws ``world_size·p`` distinct
+    classes with the shared seed and rank r takes its own ``p``: ranks never share a class within a
+    step, and together they form exactly the batch one process with ``p·world_size`` classes would
+    draw.  Every rank yields the same number of full batches (no uneven last batch, no hang).
+
+    Args:
+        labels: class id of every dataset item.
+        p: classes per batch (per rank).
+        k: samples per class.
+        num_batches: batches per epoch; default ``len(labels) // (p·k·world_size)``.
+        seed: base seed.
+        rank, world_size: default to the running process group (0 and 1 without one).
+
+    Raises:
+        ValueError: if fewer than ``p·world_size`` classes have at least ``min_class_size`` samples.
+    """
+
+    def __init__(
+        self,
+        labels: Sequence[int] | np.ndarray | torch.Tensor,
+        p: int,
+        k: int,
+        num_batches: int | None = None,
+        seed: int = 0,
+        rank: int | None = None,
+        world_size: int | None = None,
+        min_class_size: int = 1,
+    ) -> None:
+        self.labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels).reshape(-1)
+        self.p = check_int(p, "p", 1)
+        self.k = check_int(k, "k", 1)
+        self.seed = int(seed)
+        self.rank = distributed.rank() if rank is None else rank
+        self.world_size = distributed.world_size() if world_size is None else world_size
+        self.epoch = 0
+        classes, counts = np.unique(self.labels, return_counts=True)
+        keep = counts >= min_class_size
+        self.classes = classes[keep]
+        self._members = {int(c): np.flatnonzero(self.labels == c) for c in self.classes}
+        needed = self.p * self.world_size
+        if len(self.classes) < needed:
+            raise ValueError(
+                f"PKSampler needs p × world_size = {needed} classes with >= {min_class_size} samples each, but the "
+                f"data has {len(self.classes)}. Lower `p` (or the number of devices)."
+            )
+        default = len(self.labels) // (self.p * self.k * self.world_size)
+        self.num_batches = max(1, default) if num_batches is None else check_int(num_batches, "num_batches", 1)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return self.num_batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        # per-class shuffled queues, consumed without replacement and refilled when exhausted
+        queues: dict[int, list[int]] = {}
+        for _ in range(self.num_batches):
+            chosen = rng.choice(self.classes, size=self.p * self.world_size, replace=False)
+            batch: list[int] = []
+            for j, c in enumerate(chosen):
+                members = self._members[int(c)]
+                if len(members) >= self.k:
+                    q = queues.get(int(c), [])
+                    if len(q) < self.k:
+                        q = q + rng.permutation(members).tolist()
+                    picked, queues[int(c)] = q[: self.k], q[self.k :]
+                    if len(set(picked)) < self.k:  # refill boundary produced a duplicate: draw fresh
+                        picked = rng.choice(members, size=self.k, replace=False).tolist()
+                else:
+                    picked = rng.choice(members, size=self.k, replace=True).tolist()
+                if j // self.p == self.rank:
+                    batch.extend(int(i) for i in picked)
+            yield batch

@@ -1,0 +1,125 @@
+"""Recall@K for metric learning (leave-one-out retrieval)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from lit_metric._validation import check_embeddings, check_int, check_labels
+from lit_metric.distances import BaseDistance, CosineSimilarity
+from lit_metric.functional.knn import knn
+
+__all__ = ["RecallAtK", "deduplicate_by_index"]
+
+
+def deduplicate_by_index(indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Keep the first occurrence of each dataset index (drops DistributedSampler padding)."""
+    uniq, inverse = torch.unique(indices, return_inverse=True)
+    first = torch.full((uniq.numel(),), indices.numel(), dtype=torch.long, device=indices.device)
+    first.scatter_reduce_(0, inverse, torch.arange(indices.numel(), device=indices.device), reduce="amin")
+    first = first.sort().values
+    return tuple(t[first] for t in tensors)
+
+
+class RecallAtK(Metric):
+    """Recall@K as used in metric learning: the share of queries with a same-class item among their K
+    nearest neighbours, every accumulated embedding being a query against all the others.
+
+    Query ``i`` never retrieves itself (leave-one-out).  A query whose class has no other member
+    cannot be answered and is left out of the mean (the usual protocol of CUB/Cars/SOP papers).
+    Exact k-NN in chunks of ``chunk_size`` queries: peak memory ``chunk_size × N`` scores, never N×N.
+
+    Under DDP the states are gathered (``cat``); pass ``indices`` (dataset indices) to ``update`` so
+    that the duplicates a padded ``DistributedSampler`` adds are dropped.
+
+    Args:
+        k: the K values (ints >= 1).
+        distance: the retrieval measure.
+        chunk_size: queries per chunk.
+
+    Raises:
+        ValueError / TypeError: on ``k`` < 1 or not an int, non-2-D embeddings, bad labels.
+
+    Example:
+        >>> import torch
+        >>> metric = RecallAtK(k=(1, 2))
+        >>> emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.8, 0.3]])
+        >>> metric.update(emb, torch.tensor([0, 0, 1, 1, 1]))
+        >>> {name: round(v.item(), 2) for name, v in metric.compute().items()}
+        {'recall@1': 0.6, 'recall@2': 0.8}
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(
+        self,
+        k: int | Sequence[int] = (1, 2, 4, 8),
+        distance: BaseDistance | None = None,
+        chunk_size: int = 1024,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        ks = (k,) if isinstance(k, int) else tuple(k)
+        if not ks:
+            raise ValueError("Expected argument `k` to hold at least one value, but got an empty sequence.")
+        self.k = tuple(check_int(v, "k", 1) for v in ks)
+        self.distance = distance if distance is not None else CosineSimilarity()
+        self.chunk_size = check_int(chunk_size, "chunk_size", 1)
+        self.add_state("embeddings", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+        self.add_state("indices", default=[], dist_reduce_fx="cat")
+
+    def update(self, embeddings: Tensor, labels: Tensor, indices: Tensor | None = None) -> None:
+        """Accumulate ``(B, D)`` embeddings, ``(B,)`` labels and optional ``(B,)`` dataset indices."""
+        check_embeddings(embeddings)
+        check_labels(labels, embeddings.shape[0])
+        if indices is not None:
+            check_labels(indices, embeddings.shape[0], "indices")
+        else:
+            indices = torch.full_like(labels, -1)
+        self.embeddings.append(embeddings.detach())
+        self.labels.append(labels.detach())
+        self.indices.append(indices.detach().to(labels.device))
+
+    def _gathered(self) -> tuple[Tensor, Tensor]:
+        emb = dim_zero_cat(self.embeddings)
+        labels = dim_zero_cat(self.labels)
+        indices = dim_zero_cat(self.indices)
+        if bool((indices >= 0).all()):
+            emb, labels = deduplicate_by_index(indices, emb, labels)
+        return emb, labels
+
+    def compute(self) -> dict[str, Tensor]:
+        if not self.embeddings:
+            raise RuntimeError("RecallAtK.compute() called before any update().")
+        emb, labels = self._gathered()
+        return recall_at_k(emb, labels, self.k, self.distance, self.chunk_size)
+
+
+def recall_at_k(
+    embeddings: Tensor,
+    labels: Tensor,
+    k: Sequence[int],
+    distance: BaseDistance,
+    chunk_size: int = 1024,
+) -> dict[str, Tensor]:
+    """Functional leave-one-out Recall@K (see :class:`RecallAtK`)."""
+    n = embeddings.shape[0]
+    _, inverse, counts = torch.unique(labels, return_inverse=True, return_counts=True)
+    answerable = counts[inverse] > 1
+    kmax = min(max(k), n - 1)
+    if kmax < 1 or not bool(answerable.any()):
+        raise ValueError(
+            "RecallAtK needs at least one class with two or more members among the accumulated embeddings."
+        )
+    q = answerable.nonzero(as_tuple=True)[0]
+    _, idx = knn(embeddings[q], embeddings, kmax, distance, chunk_size, query_ref_index=q)
+    hit = labels[idx] == labels[q].unsqueeze(1)  # (Q, kmax)
+    first_hit = torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(q, kmax))
+    return {f"recall@{kk}": (first_hit < kk).float().mean() for kk in k}

@@ -1,0 +1,206 @@
+"""MetricLearningModule: the supervised LightningModule users subclass or configure."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+from torch import Tensor, nn
+
+from lit_metric import distributed
+from lit_metric.backbones import EmbeddingHead, create_backbone
+from lit_metric.backbones import backbone_features as infer_backbone_features
+from lit_metric.distances import BaseDistance
+from lit_metric.losses.base import MetricLoss
+from lit_metric.losses.triplet_margin_loss import TripletMarginLoss
+from lit_metric.metrics.recall_at_k import RecallAtK
+from lit_metric.miners.base import Miner
+
+__all__ = ["MetricLearningModule", "unpack_batch"]
+
+
+def unpack_batch(batch: Any) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """``(x,)``, ``(x, y)`` or ``(x, y, index)`` (tuple/list or dict with those keys) -> ``(x, y, index)``."""
+    if isinstance(batch, dict):
+        return batch["x"] if "x" in batch else batch["image"], batch.get("label"), batch.get("index")
+    if isinstance(batch, Tensor):
+        return batch, None, None
+    if isinstance(batch, tuple | list):
+        if len(batch) == 1:
+            return batch[0], None, None
+        if len(batch) == 2:
+            return batch[0], batch[1], None
+        if len(batch) == 3:
+            return batch[0], batch[1], batch[2]
+    raise ValueError(
+        "Expected a batch `x`, `(x, y)` or `(x, y, index)` (or a dict with keys x/label/index), but got "
+        f"{type(batch).__name__} of length {len(batch) if hasattr(batch, '__len__') else '?'}."
+    )
+
+
+class MetricLearningModule(L.LightningModule):
+    """Supervised deep metric learning: backbone → embedding head → (gather) → miner → loss.
+
+    One training step is :meth:`embed` → :meth:`gather` (all ranks' embeddings as references under
+    DDP) → :meth:`mine` → :meth:`compute_loss`; each is a hook a subclass can override without
+    copying the step.  Validation accumulates :class:`~lit_metric.metrics.RecallAtK` on the
+    validation embeddings and logs ``val/recall@k``; ``predict_step`` returns embeddings.
+
+    Args:
+        backbone: an ``nn.Module`` returning ``(B, F)`` features, or a timm model name.
+        embedding_dim: embedding size D (the head's output).
+        loss: a :class:`~lit_metric.losses.MetricLoss`; default ``TripletMarginLoss(margin=0.2)``.
+        miner: a :class:`~lit_metric.miners.Miner` or None (the loss then uses every valid tuple).
+        optimizer: optimizer factory (``OptimizerCallable``; in YAML a ``class_path`` + ``init_args``).
+        lr_scheduler: optional LR-scheduler factory.
+        lr_scheduler_interval: step the scheduler every ``"epoch"`` or ``"step"``.
+        loss_lr: learning rate of the loss's own parameters (class weights, centers); default: the
+            optimizer's.
+        pretrained: with a timm name, load timm's pretrained weights (needs internet).
+        in_chans: with a timm name, input channels.
+        backbone_features: the backbone's output width if it has no ``num_features`` attribute.
+        normalize_embeddings: L2-normalise the head's output.
+        head_batch_norm: BatchNorm1d in the head.
+        gather_distributed: under DDP, use every rank's embeddings as references (exactly the
+            single-process computation); False = each rank's loss sees only its own batch.
+        recall_k: K values of the validation Recall@K.
+        val_distance: retrieval measure of the validation metric (default cosine).
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module | str = "resnet18",
+        embedding_dim: int = 128,
+        loss: MetricLoss | None = None,
+        miner: Miner | None = None,
+        optimizer: OptimizerCallable = torch.optim.Adam,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
+        loss_lr: float | None = None,
+        pretrained: bool = False,
+        in_chans: int = 3,
+        backbone_features: int | None = None,
+        normalize_embeddings: bool = True,
+        head_batch_norm: bool = False,
+        gather_distributed: bool = True,
+        recall_k: Sequence[int] = (1, 2, 4, 8),
+        val_distance: BaseDistance | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters(ignore=["backbone", "loss", "miner", "optimizer", "lr_scheduler", "val_distance"])
+        if isinstance(backbone, str):
+            backbone = create_backbone(backbone, pretrained=pretrained, in_chans=in_chans)
+        if not isinstance(backbone, nn.Module):
+            raise TypeError(
+                f"Expected argument `backbone` to be an nn.Module or a timm model name, but got {type(backbone).__name__}."
+            )
+        self.backbone = backbone
+        features = backbone_features if backbone_features is not None else infer_backbone_features(backbone)
+        self.head = EmbeddingHead(features, embedding_dim, normalize=normalize_embeddings, batch_norm=head_batch_norm)
+        self.loss = loss if loss is not None else TripletMarginLoss(margin=0.2)
+        if not isinstance(self.loss, nn.Module):
+            raise TypeError(f"Expected argument `loss` to be a loss module, but got {type(self.loss).__name__}.")
+        self.miner = miner
+        self.optimizer_factory = optimizer
+        self.lr_scheduler_factory = lr_scheduler
+        self.lr_scheduler_interval = lr_scheduler_interval
+        self.loss_lr = loss_lr
+        self.gather_distributed = gather_distributed
+        self.val_metric = RecallAtK(k=tuple(recall_k), distance=val_distance)
+
+    # --- hooks a subclass may override ---------------------------------------------------------
+    def embed(self, x: Tensor) -> Tensor:
+        """Inputs -> ``(B, D)`` embeddings (backbone, then head)."""
+        return self.head(self.backbone(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.embed(x)
+
+    def gather(self, embeddings: Tensor, labels: Tensor) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
+        """References for the loss: under DDP all ranks' embeddings (with gradient) and labels, plus the
+        position of the local anchors among them; ``(None, None, None)`` on one process."""
+        if not (self.gather_distributed and distributed.is_distributed()):
+            return None, None, None
+        ref_emb = distributed.all_gather_with_grad(embeddings, check_sizes=self.global_step == 0)
+        ref_labels = distributed.all_gather_no_grad(labels)
+        b = embeddings.shape[0]
+        self_index = torch.arange(b, device=embeddings.device) + distributed.rank() * b
+        return ref_emb, ref_labels, self_index
+
+    def mine(
+        self, embeddings: Tensor, labels: Tensor, ref_emb: Tensor | None, ref_labels: Tensor | None, self_index: Tensor | None
+    ) -> tuple[Tensor, ...] | None:
+        """Index tuples from the miner (None without a miner)."""
+        if self.miner is None:
+            return None
+        return self.miner(embeddings, labels, ref_emb, ref_labels, self_index=self_index)
+
+    def compute_loss(
+        self,
+        embeddings: Tensor,
+        labels: Tensor,
+        indices_tuple: tuple[Tensor, ...] | None,
+        ref_emb: Tensor | None,
+        ref_labels: Tensor | None,
+        self_index: Tensor | None,
+    ) -> Tensor:
+        """The scalar training loss."""
+        return self.loss(embeddings, labels, indices_tuple, ref_emb, ref_labels, self_index=self_index)
+
+    # --- Lightning steps ----------------------------------------------------------------------
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
+        x, y, _ = unpack_batch(batch)
+        if y is None:
+            raise ValueError("MetricLearningModule needs labelled batches (x, y) or (x, y, index).")
+        z = self.embed(x)
+        ref_emb, ref_labels, self_index = self.gather(z, y)
+        with distributed.global_reduction(ref_emb is not None):
+            indices_tuple = self.mine(z, y, ref_emb, ref_labels, self_index)
+            loss = self.compute_loss(z, y, indices_tuple, ref_emb, ref_labels, self_index)
+        if ref_emb is not None:
+            # every rank must run the all-gather's backward, even when its loss does not touch ref_emb
+            loss = loss + 0.0 * ref_emb.sum()
+        self.log("train/loss", loss, prog_bar=True, sync_dist=ref_emb is not None, batch_size=z.shape[0])
+        if indices_tuple is not None:
+            self.log("train/mined_tuples", float(indices_tuple[0].numel()), batch_size=z.shape[0])
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y, index = unpack_batch(batch)
+        if y is None:
+            raise ValueError("Validation batches need labels (x, y) or (x, y, index) for Recall@K.")
+        self.val_metric.update(self.embed(x), y, index)
+
+    def on_validation_epoch_end(self) -> None:
+        values = self.val_metric.compute()
+        self.log_dict({f"val/{name}": v for name, v in values.items()}, prog_bar=True)
+        self.val_metric.reset()
+
+    def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        x, _, _ = unpack_batch(batch)
+        return self.embed(x)
+
+    # --- optimisation -------------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict[str, Any]]:
+        """Backbone + head parameters, then the loss's own parameters (with ``loss_lr`` if set)."""
+        loss_params = [p for p in self.loss.parameters() if p.requires_grad]
+        loss_ids = {id(p) for p in loss_params}
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in self.parameters() if p.requires_grad and id(p) not in loss_ids], "name": "model"}
+        ]
+        if loss_params:
+            group: dict[str, Any] = {"params": loss_params, "name": "loss"}
+            if self.loss_lr is not None:
+                group["lr"] = self.loss_lr
+            groups.append(group)
+        return groups
+
+    def configure_optimizers(self) -> Any:
+        optimizer = self.optimizer_factory(self.parameter_groups())
+        if self.lr_scheduler_factory is None:
+            return optimizer
+        scheduler = self.lr_scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval}}

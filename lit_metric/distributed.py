@@ -6,9 +6,18 @@ the same loss code runs unchanged on one CPU and on many GPUs.
 The *distributed rule* of ``lit_metric`` (see the README): with W ranks of B samples each, a
 training step is the same computation as one process with the concatenated W·B batch.  Local
 embeddings are anchors, gathered embeddings (with gradient) are references, self pairs are
-excluded by *global* index, and reductions divide by *global* counts and multiply by W to undo the
-gradient averaging of DDP.  The last part is switched on by :func:`global_reduction`, which the
-modules enter around their loss computation.
+excluded by *global* index (:func:`global_offset`), and reductions divide by *global* counts and
+multiply by W to undo the gradient averaging of DDP.  The last part is switched on by
+:func:`global_reduction`, which the modules enter around their loss computation.
+
+Collectives inside :func:`global_reduction` follow a small protocol so that a rank whose loss has
+nothing to reduce (e.g. its miner found no triplet and the loss returned early) neither hangs nor
+pairs its next collective with another rank's count: every count all-reduce carries an "active"
+flag, and leaving the context drains — it keeps answering the other ranks' count all-reduces with a
+zero count until every rank has left.  A rank that skipped a reduction therefore contributes a zero
+count to it, which is exactly its share of the single-process computation.  The one rule for loss
+authors: on every rank, reductions are issued in the same order (a rank may stop early, never skip
+one in the middle and do a later one).
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
@@ -24,6 +34,7 @@ from torch import Tensor
 __all__ = [
     "all_gather_no_grad",
     "all_gather_with_grad",
+    "global_offset",
     "global_reduction",
     "global_reduction_active",
     "global_sum",
@@ -34,7 +45,17 @@ __all__ = [
     "world_size",
 ]
 
-_GLOBAL_REDUCTION: contextvars.ContextVar[bool] = contextvars.ContextVar("lit_metric_global_reduction", default=False)
+
+@dataclass
+class _ReductionState:
+    """State of one (outermost) :func:`global_reduction` context on this rank."""
+
+    enabled: bool
+
+
+_GLOBAL_REDUCTION: contextvars.ContextVar[_ReductionState | None] = contextvars.ContextVar(
+    "lit_metric_global_reduction", default=None
+)
 
 
 def is_distributed() -> bool:
@@ -81,20 +102,33 @@ def _check_equal_sizes(tensor: Tensor) -> None:
     if any(int(s) != int(size) for s in sizes):
         raise ValueError(
             f"Expected every rank to hold the same batch size for the all-gather, but got sizes "
-            f"{[int(s) for s in sizes]}. Use `drop_last=True` (the P×K sampler always yields full batches)."
+            f"{[int(s) for s in sizes]}. Use full batches on every rank: the P×K sampler always yields them; "
+            "with a plain DataLoader pass `drop_last=True`."
         )
 
 
 def all_gather_with_grad(tensor: Tensor, check_sizes: bool = False) -> Tensor:
     """Concatenate ``tensor`` from all ranks along dim 0, keeping the autograd graph.
 
+    The backward pass all-reduces the gradient of the gathered tensor and hands each rank the rows
+    it contributed, so every rank receives the gradient of *all* ranks' losses w.r.t. its own rows.
+
     Args:
         tensor: ``(B, ...)`` local tensor; every rank must pass the same ``B``.
-        check_sizes: all-gather the batch sizes first and raise a clear error on a mismatch
-            (costs one extra tiny collective).
+        check_sizes: all-gather the batch sizes first and raise a clear error on a mismatch (one
+            extra tiny collective; without it unequal sizes fail inside the backend, or hang).
 
     Returns:
         ``(W·B, ...)``; rank r's rows are ``[r·B, (r+1)·B)``.  Without a process group: ``tensor``.
+
+    Raises:
+        ValueError: with ``check_sizes=True``, if the ranks hold different batch sizes (raised on
+            every rank, so no rank is left waiting).
+
+    Example:
+        >>> import torch
+        >>> all_gather_with_grad(torch.ones(2, 3)).shape  # no process group: identity
+        torch.Size([2, 3])
     """
     if not is_distributed():
         return tensor
@@ -104,7 +138,11 @@ def all_gather_with_grad(tensor: Tensor, check_sizes: bool = False) -> Tensor:
 
 
 def all_gather_no_grad(tensor: Tensor) -> Tensor:
-    """Concatenate ``tensor`` (labels, indices, …) from all ranks along dim 0, without gradient."""
+    """Concatenate ``tensor`` (labels, indices, …) from all ranks along dim 0, without gradient.
+
+    Every rank must pass the same shape (check it first with :func:`all_gather_with_grad`'s
+    ``check_sizes`` when that is not guaranteed).
+    """
     if not is_distributed():
         return tensor
     out = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
@@ -112,8 +150,21 @@ def all_gather_no_grad(tensor: Tensor) -> Tensor:
     return torch.cat(out, dim=0)
 
 
+def global_offset(batch_size: int) -> int:
+    """Position of this rank's first row in a gathered ``(W·B, …)`` tensor: ``rank · B``.
+
+    ``torch.arange(B) + global_offset(B)`` is the ``self_index`` that excludes each local anchor's
+    own copy from the gathered references.
+    """
+    return rank() * batch_size
+
+
 def global_sum(value: Tensor) -> Tensor:
-    """Sum of a (detached) tensor over ranks; identity without a process group."""
+    """Sum of a (detached) tensor over ranks; identity without a process group.
+
+    A plain all-reduce: every rank must call it.  Inside :func:`global_reduction` use
+    :func:`reduce_mean` / :func:`reduce_sum`, which tolerate a rank that has nothing to reduce.
+    """
     if not is_distributed():
         return value
     value = value.detach().clone()
@@ -121,24 +172,70 @@ def global_sum(value: Tensor) -> Tensor:
     return value
 
 
+def _protocol_device() -> torch.device:
+    """NCCL needs CUDA tensors; every other backend gets the (tiny) protocol tensors on the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _count_all_reduce(count: Tensor) -> Tensor:
+    """All-reduce ``[count, active=1]`` (float64: exact counts) under the drain protocol -> global count."""
+    buf = torch.stack([count.detach().reshape(()).to(torch.float64).cpu(), torch.ones((), dtype=torch.float64)])
+    buf = buf.to(_protocol_device())
+    dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+    return buf[0]
+
+
+def _drain() -> None:
+    """Answer other ranks' count all-reduces with zero counts until every rank has left the context."""
+    buf = torch.zeros(2, dtype=torch.float64, device=_protocol_device())
+    while True:
+        buf.zero_()
+        dist.all_reduce(buf, op=dist.ReduceOp.SUM)
+        if float(buf[1]) == 0.0:
+            return
+
+
 @contextlib.contextmanager
 def global_reduction(enabled: bool = True) -> Iterator[None]:
     """Within this context, losses normalise by counts summed over all ranks (see module doc).
 
-    The modules enter it around mining and loss computation in ``training_step``.  Outside it (the
-    default) a loss is a plain local computation and issues no collective, so it is safe to call
-    from rank 0 alone (callbacks, evaluation scripts).
+    The modules enter it around mining and loss computation in ``training_step``; every rank must
+    enter and leave it (leaving costs one tiny all-reduce).  Outside it (the default) a loss is a
+    plain local computation and issues no collective, so it is safe to call from rank 0 alone
+    (callbacks, evaluation scripts).  Nested contexts share the outermost one's protocol;
+    ``enabled=False`` makes the inside local again.
+
+    Example:
+        >>> import torch
+        >>> with global_reduction():  # no process group: plain local means
+        ...     reduce_mean(torch.tensor(6.0), 3)
+        tensor(2.)
     """
-    token = _GLOBAL_REDUCTION.set(enabled)
+    outer = _GLOBAL_REDUCTION.get()
+    if outer is not None and enabled == outer.enabled:
+        yield
+        return
+    state = _ReductionState(enabled=enabled)
+    token = _GLOBAL_REDUCTION.set(state)
+    drain = enabled and is_distributed() and (outer is None or not outer.enabled)
+    failed = False
     try:
         yield
+    except BaseException:
+        failed = True
+        raise
     finally:
         _GLOBAL_REDUCTION.reset(token)
+        if drain and not failed:
+            _drain()
 
 
 def global_reduction_active() -> bool:
     """Whether :func:`global_reduction` is active *and* more than one rank is running."""
-    return _GLOBAL_REDUCTION.get() and is_distributed()
+    state = _GLOBAL_REDUCTION.get()
+    return state is not None and state.enabled and is_distributed()
 
 
 def reduce_mean(total: Tensor, count: Tensor | int | float) -> Tensor:
@@ -149,11 +246,17 @@ def reduce_mean(total: Tensor, count: Tensor | int | float) -> Tensor:
     ``Σ_r total_r / Σ_r count_r`` — the single-process mean — and the mean of the per-rank values (what
     ``self.log(..., sync_dist=True)`` reports) is that value too.  A zero count gives a zero that keeps the
     graph (never NaN).
+
+    Example:
+        >>> import torch
+        >>> reduce_mean(torch.tensor(3.0), 0)  # an empty batch: zero, not NaN
+        tensor(0.)
     """
-    count_t = torch.as_tensor(count, dtype=total.dtype, device=total.device)
     if global_reduction_active():
-        count_t = global_sum(count_t)
-        total = total * world_size()
+        count_t = torch.as_tensor(count, device=total.device)
+        global_count = _count_all_reduce(count_t).to(device=total.device, dtype=total.dtype)
+        return total * world_size() / global_count.clamp_min(1)
+    count_t = torch.as_tensor(count, dtype=total.dtype, device=total.device)
     return total / count_t.clamp_min(1)
 
 

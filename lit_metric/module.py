@@ -124,10 +124,11 @@ class MetricLearningModule(L.LightningModule):
         position of the local anchors among them; ``(None, None, None)`` on one process."""
         if not (self.gather_distributed and distributed.is_distributed()):
             return None, None, None
-        ref_emb = distributed.all_gather_with_grad(embeddings, check_sizes=self.global_step == 0)
+        # the size check (one tiny all-gather) turns unequal batch sizes into a clear error on every rank
+        ref_emb = distributed.all_gather_with_grad(embeddings, check_sizes=True)
         ref_labels = distributed.all_gather_no_grad(labels)
         b = embeddings.shape[0]
-        self_index = torch.arange(b, device=embeddings.device) + distributed.rank() * b
+        self_index = torch.arange(b, device=embeddings.device) + distributed.global_offset(b)
         return ref_emb, ref_labels, self_index
 
     def mine(
@@ -185,17 +186,27 @@ class MetricLearningModule(L.LightningModule):
 
     # --- optimisation -------------------------------------------------------------------------
     def parameter_groups(self) -> list[dict[str, Any]]:
-        """Backbone + head parameters, then the loss's own parameters (with ``loss_lr`` if set)."""
+        """Backbone + head parameters, then the loss's own parameters (with ``loss_lr`` if set).
+
+        A loss may declare its own groups with a ``param_groups()`` method (e.g. ``CenterLoss``'s
+        ``center_lr``); a group without ``"lr"`` gets ``loss_lr``, and loss parameters no declared group
+        holds go into one more ``"loss"`` group.
+        """
         loss_params = [p for p in self.loss.parameters() if p.requires_grad]
         loss_ids = {id(p) for p in loss_params}
         groups: list[dict[str, Any]] = [
             {"params": [p for p in self.parameters() if p.requires_grad and id(p) not in loss_ids], "name": "model"}
         ]
-        if loss_params:
-            group: dict[str, Any] = {"params": loss_params, "name": "loss"}
-            if self.loss_lr is not None:
-                group["lr"] = self.loss_lr
-            groups.append(group)
+        declared = getattr(self.loss, "param_groups", None)
+        loss_groups = list(declared()) if callable(declared) else []
+        covered = {id(p) for g in loss_groups for p in g["params"]}
+        loss_groups.append({"params": [p for p in loss_params if id(p) not in covered]})
+        for g in loss_groups:
+            group: dict[str, Any] = {"name": "loss", **g, "params": [p for p in g["params"] if p.requires_grad]}
+            if group["params"]:
+                if "lr" not in group and self.loss_lr is not None:
+                    group["lr"] = self.loss_lr
+                groups.append(group)
         return groups
 
     def configure_optimizers(self) -> Any:

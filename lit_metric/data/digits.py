@@ -9,7 +9,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from lit_metric.data.datasets import TensorImageDataset
-from lit_metric.data.samplers import PKSampler
+from lit_metric.data.samplers import PKSampler, disable_sampler_injection, distributed_eval_sampler
 
 __all__ = ["DigitsDataModule"]
 
@@ -19,6 +19,12 @@ class DigitsDataModule(L.LightningDataModule):
 
     Items are ``(x, label, index)`` with ``x`` of shape ``(1, 8, 8)`` scaled to ``[0, 1]``.  Training
     batches are P×K (:class:`~lit_metric.data.PKSampler`), evaluation batches sequential.
+
+    Under DDP no Trainer flag is needed: :meth:`setup` switches off Lightning's sampler injection
+    (:func:`~lit_metric.data.samplers.disable_sampler_injection`); each rank then draws its own P×K
+    batch (``p`` classes per rank, disjoint across ranks) and the evaluation loaders shard the data with
+    a non-shuffling ``DistributedSampler`` (padding duplicates are dropped by the metrics, by index).
+    ``W`` ranks with ``p`` classes see exactly the global batches of one process with ``W·p`` classes.
 
     Args:
         p: classes per training batch.
@@ -51,6 +57,8 @@ class DigitsDataModule(L.LightningDataModule):
         self.eval_set: TensorImageDataset | None = None
 
     def setup(self, stage: str | None = None) -> None:
+        # the P×K batch sampler shards itself across ranks: Lightning must not inject a DistributedSampler
+        disable_sampler_injection(self.trainer)
         if self.train_set is not None:
             return
         from sklearn.datasets import load_digits
@@ -67,9 +75,12 @@ class DigitsDataModule(L.LightningDataModule):
         sampler = PKSampler(self.train_set.labels, self.p, self.k, self.batches_per_epoch, seed=self.seed)
         return DataLoader(self.train_set, batch_sampler=sampler, num_workers=self.num_workers)
 
-    def _eval_loader(self) -> DataLoader:
+    def _eval_loader(self, unrepeated: bool = False) -> DataLoader:
         assert self.eval_set is not None, "call setup() first"
-        return DataLoader(self.eval_set, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+        sampler = distributed_eval_sampler(self.eval_set, unrepeated=unrepeated)
+        return DataLoader(
+            self.eval_set, batch_size=self.eval_batch_size, shuffle=False, sampler=sampler, num_workers=self.num_workers
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader()
@@ -78,4 +89,4 @@ class DigitsDataModule(L.LightningDataModule):
         return self._eval_loader()
 
     def predict_dataloader(self) -> DataLoader:
-        return self._eval_loader()
+        return self._eval_loader(unrepeated=True)

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import Dataset, DistributedSampler, Sampler
 
 from lit_metric import distributed
 from lit_metric._validation import check_int
 
-__all__ = ["PKSampler"]
+__all__ = ["PKSampler", "disable_sampler_injection", "distributed_eval_sampler"]
 
 
 class PKSampler(Sampler[list[int]]):
@@ -20,7 +21,8 @@ class PKSampler(Sampler[list[int]]):
     Samples of a class are drawn without replacement while the class has at least ``k`` of them,
     otherwise with replacement (a class with fewer than ``k`` samples is still usable unless
     ``min_class_size`` forbids it).  Deterministic per ``(seed, epoch)``; call :meth:`set_epoch`
-    (Lightning does) for a new draw each epoch.
+    for a new draw each epoch.  Lightning does, through the :attr:`sampler` attribute (it calls
+    ``set_epoch`` on ``loader.sampler`` and ``loader.batch_sampler.sampler``, never on the batch sampler).
 
     Under DDP (or with explicit ``rank``/``world_size``) each step draws ``world_size·p`` distinct
     classes with the shared seed and rank r takes its own ``p``: ranks never share a class within a
@@ -71,7 +73,13 @@ class PKSampler(Sampler[list[int]]):
         self.num_batches = max(1, default) if num_batches is None else check_int(num_batches, "num_batches", 1)
 
     def set_epoch(self, epoch: int) -> None:
+        """Select the draw of epoch ``epoch`` (the same on every rank)."""
         self.epoch = int(epoch)
+
+    @property
+    def sampler(self) -> PKSampler:
+        """This sampler itself: Lightning's per-epoch ``set_epoch`` call looks for ``batch_sampler.sampler``."""
+        return self
 
     def __len__(self) -> int:
         return self.num_batches
@@ -97,3 +105,47 @@ class PKSampler(Sampler[list[int]]):
                 if j // self.p == self.rank:
                     batch.extend(int(i) for i in picked)
             yield batch
+
+
+def disable_sampler_injection(trainer: Any) -> None:
+    """Keep Lightning from swapping a ``DistributedSampler`` into this trainer's dataloaders.
+
+    Equivalent to ``Trainer(use_distributed_sampler=False)``, set from a DataModule's ``setup`` so
+    that users need no Trainer flag: under DDP Lightning would otherwise try to inject a
+    ``DistributedSampler`` into the :class:`PKSampler` loader (a ``TypeError``: a custom batch
+    sampler) — and the P×K sampler already shards itself.  A DataModule that calls this must shard
+    its other loaders itself (:func:`distributed_eval_sampler`).  No-op for ``trainer=None``.
+
+    Raises:
+        RuntimeError: under DDP, if this Lightning version has no such switch (then pass
+            ``use_distributed_sampler=False`` to the Trainer).
+    """
+    if trainer is None:
+        return
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if connector is not None and hasattr(connector, "use_distributed_sampler"):
+        connector.use_distributed_sampler = False
+    elif getattr(trainer, "world_size", 1) > 1:
+        raise RuntimeError(
+            "Could not switch off Lightning's distributed-sampler injection on this Lightning version: pass "
+            "`Trainer(use_distributed_sampler=False)` (CLI: --trainer.use_distributed_sampler=false)."
+        )
+
+
+def distributed_eval_sampler(dataset: Dataset[Any], *, unrepeated: bool = False) -> Sampler[int] | None:
+    """The sampler of an evaluation loader under DDP (``None`` on one process: plain sequential order).
+
+    Args:
+        dataset: the evaluation dataset.
+        unrepeated: ``False`` (validation/test): a ``DistributedSampler`` without shuffling, which pads
+            the last ranks with duplicates so that every rank runs the same number of batches — the
+            metrics drop them by dataset index.  ``True`` (predict): no padding, uneven shards
+            (Lightning's ``UnrepeatedDistributedSampler``).
+    """
+    if not distributed.is_distributed():
+        return None
+    if unrepeated:
+        from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+
+        return UnrepeatedDistributedSampler(dataset, shuffle=False)
+    return DistributedSampler(dataset, shuffle=False, drop_last=False)

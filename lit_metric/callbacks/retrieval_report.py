@@ -42,6 +42,8 @@ class RetrievalReport(L.Callback):
     @torch.no_grad()
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loaders = trainer.val_dataloaders
+        if loaders is None and trainer.datamodule is not None:
+            loaders = trainer.datamodule.val_dataloader()
         if loaders is None:
             return
         loader = loaders[0] if isinstance(loaders, list | tuple) else loaders

@@ -1,0 +1,107 @@
+"""Contrastive (pair) loss (Chopra et al. 2005; Hadsell, Chopra & LeCun 2006)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lit_metric._validation import check_positive
+from lit_metric.distances import BaseDistance, EuclideanDistance
+from lit_metric.functional.tuples import triplets_to_pairs
+from lit_metric.losses.base import LossInputs, MetricLoss, Reduction
+
+__all__ = ["ContrastiveLoss"]
+
+
+class ContrastiveLoss(MetricLoss):
+    r"""Pull positive pairs within ``pos_margin``, push negative pairs beyond ``neg_margin``.
+
+    For a distance ``d`` the per-pair terms are
+
+    .. math::
+        \ell^+ = [d - m_+]_+ \qquad \ell^- = [m_- - d]_+
+
+    and with ``squared=True`` Hadsell et al.'s form ``½[d − m₊]₊²`` / ``½[m₋ − d]₊²`` (with the
+    default ``pos_margin=0`` the positive term is ``½d²``).  With a similarity the comparisons flip
+    through the distance object (``[m₊ − s]₊`` and ``[s − m₋]₊``).
+
+    The positive and the negative terms are reduced *separately* and added, so that the (far more
+    numerous) negative pairs do not drown the positives: ``"mean"`` gives
+    ``mean(ℓ⁺) + mean(ℓ⁻)``, ``"nonzero_mean"`` averages each over its non-zero terms (PML's
+    ``ContrastiveLoss`` default, ``AvgNonZeroReducer``), ``"sum"`` gives ``Σℓ⁺ + Σℓ⁻`` (the paper's
+    sum).  Without ``indices_tuple`` every (ordered) positive and negative pair of the batch is used;
+    with ``(a1, p, a2, n)`` pairs (e.g. from :class:`~lit_metric.miners.PairMarginMiner`) only
+    those; triplets ``(a, p, n)`` are split into their unique positive and negative pairs.
+    Time and memory ``O(B·N)``.
+
+    References:
+        - Chopra, Hadsell & LeCun, "Learning a Similarity Metric Discriminatively, with Application to
+          Face Verification", CVPR 2005.
+        - Hadsell, Chopra & LeCun, "Dimensionality Reduction by Learning an Invariant Mapping", CVPR 2006.
+
+    Args:
+        pos_margin: positive pairs closer than this cost nothing (distance units).
+        neg_margin: negative pairs farther than this cost nothing (distance units).
+        distance: a :class:`~lit_metric.distances.BaseDistance` (default: Euclidean on L2-normalised
+            embeddings).
+        squared: use Hadsell et al.'s halved squared hinge instead of the plain hinge.
+        reduction: ``"mean"``, ``"nonzero_mean"`` or ``"sum"``, applied to positives and negatives
+            separately (see above).
+
+    Raises:
+        ValueError: if a margin is negative.
+        TypeError: if a margin is not a number.
+
+    Example:
+        >>> import torch
+        >>> loss = ContrastiveLoss(neg_margin=1.0, distance=EuclideanDistance(normalize=False))
+        >>> emb = torch.tensor([[0.0, 0.0], [0.0, 0.5], [0.0, 0.8]])
+        >>> # positive pair at 0.5 (both orders), negative pairs at 0.8 and 0.3
+        >>> loss(emb, torch.tensor([0, 0, 1]))
+        tensor(0.9500)
+    """
+
+    def __init__(
+        self,
+        pos_margin: float = 0.0,
+        neg_margin: float = 1.0,
+        distance: BaseDistance | None = None,
+        squared: bool = False,
+        reduction: Reduction = "mean",
+    ) -> None:
+        super().__init__(reduction=reduction)
+        self.pos_margin = check_positive(pos_margin, "pos_margin", allow_zero=True)
+        self.neg_margin = check_positive(neg_margin, "neg_margin", allow_zero=True)
+        self.distance = distance if distance is not None else EuclideanDistance()
+        self.squared = squared
+
+    def _hinge(self, x: Tensor) -> Tensor:
+        x = torch.relu(x)
+        return 0.5 * x * x if self.squared else x
+
+    def pos_terms(self, values: Tensor) -> Tensor:
+        """Per-pair loss of positive pairs from their distance/similarity values."""
+        return self._hinge(self.distance.gap(values, self.pos_margin))
+
+    def neg_terms(self, values: Tensor) -> Tensor:
+        """Per-pair loss of negative pairs from their distance/similarity values."""
+        return self._hinge(self.distance.gap(self.neg_margin, values))
+
+    def compute_loss(self, inputs: LossInputs) -> Tensor:
+        mat = self.distance.pairwise(inputs.embeddings, inputs.ref_emb)
+        if inputs.indices_tuple is None:
+            pos_mask, neg_mask = inputs.masks()
+            pos_values, neg_values = mat[pos_mask], mat[neg_mask]
+        else:
+            pairs = inputs.indices_tuple
+            a1, p, a2, n = triplets_to_pairs(*pairs) if len(pairs) == 3 else pairs
+            pos_values, neg_values = mat[a1, p], mat[a2, n]
+        # both reductions are always issued, in this order (the distributed protocol needs it)
+        loss = self.reduce(self.pos_terms(pos_values)) + self.reduce(self.neg_terms(neg_values))
+        return loss + self.zero(inputs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"pos_margin={self.pos_margin}, neg_margin={self.neg_margin}, squared={self.squared}, "
+            f"reduction={self.reduction!r}"
+        )

@@ -1,0 +1,115 @@
+"""FewShotAccuracy: episodic N-way K-shot classification accuracy of the embeddings."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+from torchmetrics.utilities import dim_zero_cat
+
+from lit_metric._validation import check_choice, check_embeddings, check_int, check_labels
+from lit_metric.distances import BaseDistance, CosineSimilarity
+from lit_metric.functional.retrieval import few_shot_accuracy
+from lit_metric.metrics.retrieval_metrics import canonical_order
+
+__all__ = ["FewShotAccuracy"]
+
+
+class FewShotAccuracy(Metric):
+    """N-way K-shot accuracy over random episodes (Vinyals et al., NeurIPS 2016; Snell et al., NeurIPS 2017).
+
+    Each of ``episodes`` episodes draws ``n_way`` classes among those with at least ``k_shot + n_query`` items,
+    ``k_shot`` support and ``n_query`` query items of each; a query is assigned the class of its nearest support
+    item (``method="nn"``, the Siamese-network protocol of Koch et al. 2015) or of the nearest class prototype,
+    the mean support embedding (``"prototype"``).  A query tied between its class and another counts as wrong.
+    Episodes are drawn from a generator seeded with ``seed`` over the items in dataset-index order, so the value
+    is reproducible and identical under DDP.  For Lake et al.'s fixed official Omniglot runs see
+    :func:`lit_metric.data.omniglot_one_shot_accuracy`.
+
+    Args:
+        n_way: classes per episode.
+        k_shot: support items per class.
+        n_query: query items per class.
+        episodes: number of episodes.
+        method: ``"nn"`` or ``"prototype"``.
+        distance: the measure (default cosine similarity).
+        seed: episode sampling seed.
+
+    Returns (``compute``):
+        ``few_shot_accuracy`` (mean over all queries) and ``few_shot_ci95`` (95 % confidence half-width over
+        episodes).
+
+    Raises:
+        ValueError / TypeError: on bad arguments or inputs; ``compute`` raises ValueError when fewer than
+            ``n_way`` classes have ``k_shot + n_query`` items.
+
+    Example:
+        >>> import torch
+        >>> metric = FewShotAccuracy(n_way=2, k_shot=1, episodes=10)
+        >>> emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [-1.0, 0.1], [-0.9, 0.0]])
+        >>> metric.update(emb, torch.tensor([0, 0, 1, 1, 2, 2]))
+        >>> metric.compute()["few_shot_accuracy"].item()
+        1.0
+    """
+
+    is_differentiable = False
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(
+        self,
+        n_way: int = 20,
+        k_shot: int = 1,
+        n_query: int = 1,
+        episodes: int = 1000,
+        method: Literal["nn", "prototype"] = "nn",
+        distance: BaseDistance | None = None,
+        seed: int = 0,
+        **kwargs: object,
+    ) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.n_way = check_int(n_way, "n_way", 2)
+        self.k_shot = check_int(k_shot, "k_shot", 1)
+        self.n_query = check_int(n_query, "n_query", 1)
+        self.episodes = check_int(episodes, "episodes", 1)
+        self.method = check_choice(method, "method", ("nn", "prototype"))
+        self.distance = distance if distance is not None else CosineSimilarity()
+        if not isinstance(self.distance, BaseDistance):
+            raise TypeError(
+                f"Expected argument `distance` to be a lit_metric distance, but got {type(self.distance).__name__}."
+            )
+        self.seed = check_int(seed, "seed", 0)
+        self.add_state("embeddings", default=[], dist_reduce_fx="cat")
+        self.add_state("labels", default=[], dist_reduce_fx="cat")
+        self.add_state("indices", default=[], dist_reduce_fx="cat")
+
+    def update(self, embeddings: Tensor, labels: Tensor, indices: Tensor | None = None) -> None:
+        """Accumulate ``(B, D)`` embeddings, ``(B,)`` labels and optional ``(B,)`` dataset indices."""
+        check_embeddings(embeddings)
+        check_labels(labels, embeddings.shape[0])
+        if indices is not None:
+            check_labels(indices, embeddings.shape[0], "indices")
+        else:
+            indices = torch.full_like(labels, -1)
+        self.embeddings.append(embeddings.detach())
+        self.labels.append(labels.detach().long())
+        self.indices.append(indices.detach().long().to(labels.device))
+
+    def compute(self) -> dict[str, Tensor]:
+        if not self.embeddings:
+            raise RuntimeError("FewShotAccuracy.compute() called before any update().")
+        emb, labels = canonical_order(dim_zero_cat(self.indices), dim_zero_cat(self.embeddings), dim_zero_cat(self.labels))
+        acc, ci = few_shot_accuracy(
+            emb,
+            labels,
+            distance=self.distance,
+            n_way=self.n_way,
+            k_shot=self.k_shot,
+            n_query=self.n_query,
+            episodes=self.episodes,
+            method=self.method,  # type: ignore[arg-type]
+            seed=self.seed,
+        )
+        return {"few_shot_accuracy": acc.float(), "few_shot_ci95": ci.float()}

@@ -1,0 +1,175 @@
+"""The catalogue of DDP equivalence cases: name -> (loss, miner or None, input kind).
+
+Each case is run as 2 processes × B and as 1 process × 2B (float64) and must give the same logged
+loss, the same DDP-averaged gradients and the same mined tuples.  A new loss is one line here.
+Classes are looked up *by name* when the case runs, so a case whose loss or miner does not exist
+(yet) is skipped with that reason instead of breaking the whole catalogue.
+
+Input kinds (see :func:`make_batch`):
+
+* ``labels``: class ids drawn at random from a few classes, so positives sit on both ranks;
+* ``pk``: a P×K batch whose classes are disjoint across ranks (what :class:`PKSampler` yields);
+* ``one_rank_empty``: rank 1's anchors have no positive anywhere, so a miner finds no tuple there
+  and the loss takes its early "empty" exit on that rank only;
+* ``classes``: class ids in ``[0, NUM_CLASSES)`` for the classifier-style losses;
+* ``continuous``: float labels ``(N,)`` for continuous-label losses.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "BATCH",
+    "CASES",
+    "EMB_DIM",
+    "FEATURES",
+    "HIDDEN",
+    "NUM_CLASSES",
+    "WORLD",
+    "Case",
+    "Spec",
+    "make_batch",
+]
+
+InputKind = Literal["labels", "pk", "one_rank_empty", "classes", "continuous"]
+
+FEATURES = 10  # input width of the small model
+HIDDEN = 12
+EMB_DIM = 6
+NUM_CLASSES = 5
+BATCH = 8  # per rank
+WORLD = 2
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A class looked up by name in ``module`` plus its keyword arguments (which may hold Specs)."""
+
+    module: str
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def missing(self) -> str | None:
+        """Why this object (or a nested one) cannot be built, or None."""
+        if not hasattr(importlib.import_module(self.module), self.name):
+            return f"{self.module}.{self.name} does not exist (yet)"
+        for value in self.kwargs.values():
+            for item in value if isinstance(value, list) else [value]:
+                if isinstance(item, Spec) and (why := item.missing()):
+                    return why
+        return None
+
+    def build(self) -> Any:
+        def resolve(v: Any) -> Any:
+            if isinstance(v, Spec):
+                return v.build()
+            if isinstance(v, list):
+                return [resolve(x) for x in v]
+            return v
+
+        cls = getattr(importlib.import_module(self.module), self.name)
+        return cls(**{k: resolve(v) for k, v in self.kwargs.items()})
+
+
+def L(name: str, **kwargs: Any) -> Spec:  # noqa: N802 - short catalogue helpers
+    return Spec("lit_metric.losses", name, kwargs)
+
+
+def M(name: str, **kwargs: Any) -> Spec:  # noqa: N802
+    return Spec("lit_metric.miners", name, kwargs)
+
+
+def D(name: str, **kwargs: Any) -> Spec:  # noqa: N802
+    return Spec("lit_metric.distances", name, kwargs)
+
+
+@dataclass(frozen=True)
+class Case:
+    loss: Spec
+    miner: Spec | None
+    kind: InputKind = "labels"
+
+    def missing(self) -> str | None:
+        return self.loss.missing() or (self.miner.missing() if self.miner is not None else None)
+
+
+_CLS = {"num_classes": NUM_CLASSES, "embedding_dim": EMB_DIM}
+
+CASES: dict[str, Case] = {
+    # --- triplet margin loss × every miner ------------------------------------------------------
+    "triplet": Case(L("TripletMarginLoss", margin=0.5), None),
+    "triplet_pk": Case(L("TripletMarginLoss", margin=0.5), None, "pk"),
+    "triplet_nonzero_mean": Case(L("TripletMarginLoss", margin=0.3, reduction="nonzero_mean"), None),
+    "triplet_sum": Case(L("TripletMarginLoss", margin=0.3, reduction="sum"), None),
+    "triplet_swap": Case(L("TripletMarginLoss", margin=0.5, swap=True), None),
+    "triplet_smooth": Case(L("TripletMarginLoss", margin=0.5, smooth=True), None),
+    "triplet_cosine": Case(L("TripletMarginLoss", margin=0.2, distance=D("CosineSimilarity")), None),
+    "triplet_sq_unnormalized": Case(
+        L("TripletMarginLoss", margin=0.5, distance=D("EuclideanDistance", squared=True, normalize=False)), None
+    ),
+    "triplet+miner_all": Case(L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="all")),
+    "triplet+miner_hard": Case(L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="hard")),
+    "triplet+miner_semihard": Case(L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="semihard", margin=0.5)),
+    "triplet+miner_easy": Case(L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="easy", margin=0.1)),
+    "triplet+batch_hard": Case(L("TripletMarginLoss", margin=0.5), M("BatchHardMiner")),
+    "triplet+batch_hard_pk": Case(L("TripletMarginLoss", margin=0.5), M("BatchHardMiner"), "pk"),
+    "triplet+miner_all_one_rank_empty": Case(
+        L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="all"), "one_rank_empty"
+    ),
+    "triplet+pair_margin": Case(L("TripletMarginLoss", margin=0.5), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2)),
+    # --- pair losses --------------------------------------------------------------------------------
+    "contrastive": Case(L("ContrastiveLoss", pos_margin=0.1, neg_margin=1.0), None),
+    "contrastive_one_rank_empty": Case(L("ContrastiveLoss"), M("TripletMiner", strategy="all"), "one_rank_empty"),
+    "contrastive+pair_margin": Case(L("ContrastiveLoss"), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2)),
+    "contrastive+batch_hard": Case(L("ContrastiveLoss"), M("BatchHardMiner")),
+    "lifted_structure": Case(L("LiftedStructureLoss"), None),
+    "generalized_lifted_structure": Case(L("GeneralizedLiftedStructureLoss"), None),
+    "npair": Case(L("NPairsLoss"), None, "pk"),
+    "angular": Case(L("AngularLoss"), None, "pk"),
+    "multi_similarity": Case(L("MultiSimilarityLoss"), None),
+    "quadruplet": Case(L("QuadrupletLoss"), None),
+    "siamese_bce": Case(L("SiameseBCELoss"), None),
+    "log_ratio": Case(L("LogRatioLoss"), None, "continuous"),
+    # --- classifier-style losses (class weights are DDP parameters) ----------------------------
+    "softmax": Case(L("SoftmaxLoss", **_CLS), None, "classes"),
+    "arcface": Case(L("ArcFaceLoss", **_CLS, margin=0.3, scale=8.0), None, "classes"),
+    "cosface": Case(L("CosFaceLoss", **_CLS, margin=0.2, scale=8.0), None, "classes"),
+    "sphereface": Case(L("SphereFaceLoss", **_CLS, margin=2), None, "classes"),
+    "combined_margin": Case(L("CombinedMarginLoss", **_CLS, m1=1.0, m2=0.2, m3=0.1, scale=8.0), None, "classes"),
+    "center": Case(L("CenterLoss", **_CLS), None, "classes"),
+    "softmax+center": Case(
+        L("WeightedSum", losses=[L("SoftmaxLoss", **_CLS), L("CenterLoss", **_CLS)], weights=[1.0, 0.1]), None, "classes"
+    ),
+    "triplet+center_batch_hard": Case(
+        L("WeightedSum", losses=[L("TripletMarginLoss", margin=0.5), L("CenterLoss", **_CLS)], weights=[1.0, 0.5]),
+        M("BatchHardMiner"),
+        "classes",
+    ),
+}
+
+
+def make_batch(kind: InputKind, seed: int, world: int = WORLD, batch: int = BATCH) -> tuple[Tensor, Tensor]:
+    """The *global* batch ``(x (W·B, FEATURES) float64, labels (W·B,))``; rank r holds rows ``[rB, (r+1)B)``."""
+    g = torch.Generator().manual_seed(seed)
+    n = world * batch
+    x = torch.randn(n, FEATURES, generator=g, dtype=torch.float64) * 2.0 + 0.5
+    if kind == "labels":
+        y = torch.randint(0, 4, (n,), generator=g)
+    elif kind == "classes":
+        y = torch.randint(0, NUM_CLASSES, (n,), generator=g)
+    elif kind == "pk":  # 2 classes × K = batch/2 per rank, disjoint across ranks
+        k = batch // 2
+        y = torch.arange(2 * world).repeat_interleave(k)
+    elif kind == "one_rank_empty":  # rank 0: two classes; every other rank: classes seen nowhere else
+        y = torch.cat([torch.arange(2).repeat(batch // 2), 100 + torch.arange(n - batch)])
+    elif kind == "continuous":
+        y = torch.rand(n, generator=g, dtype=torch.float64) * 3.0
+    else:  # pragma: no cover
+        raise ValueError(kind)
+    return x, y

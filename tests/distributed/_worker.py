@@ -1,0 +1,263 @@
+"""What the spawned ranks run (and what the single process runs as the reference).
+
+:func:`run_step` is one real training step of :class:`~lit_metric.MetricLearningModule`
+(``training_step``: embed → gather → mine → loss under ``global_reduction``) on a small float64
+model, wrapped in ``torch.nn.parallel.DistributedDataParallel`` when a process group runs — so the
+gradients are DDP's averaged ones, as in Lightning's ``ddp`` strategy.  Without a process group it
+is the single-process reference on the concatenated batch.
+
+:func:`run_all` is the one function spawned: it runs every job in one pair of processes (process
+start-up dominates the cost).
+"""
+
+from __future__ import annotations
+
+import warnings
+import zlib
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from lit_metric import MetricLearningModule, distributed
+from tests.distributed._cases import BATCH, CASES, EMB_DIM, FEATURES, HIDDEN, WORLD, Case, make_batch
+
+__all__ = ["case_seed", "global_tuples", "run_all", "run_step"]
+
+
+class _Recorder(MetricLearningModule):
+    """Keeps the step's embeddings (with their gradient) and the mined tuples."""
+
+    last_z: Tensor
+    last_tuples: tuple[Tensor, ...] | None = None
+
+    def embed(self, x: Tensor) -> Tensor:
+        z = super().embed(x)
+        z.retain_grad()
+        self.last_z = z
+        return z
+
+    def mine(self, *args: Any, **kwargs: Any) -> tuple[Tensor, ...] | None:
+        self.last_tuples = super().mine(*args, **kwargs)
+        return self.last_tuples
+
+
+class _Step(nn.Module):
+    """What Lightning's DDP wrapper does: ``forward`` runs ``training_step``."""
+
+    def __init__(self, module: MetricLearningModule) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: Tensor, y: Tensor) -> Tensor:
+        return self.module.training_step((x, y), 0)
+
+
+def case_seed(name: str) -> int:
+    return zlib.crc32(name.encode())
+
+
+def build_module(case: Case, seed: int) -> _Recorder:
+    torch.manual_seed(seed)
+    module = _Recorder(
+        backbone=nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.Tanh()),
+        backbone_features=HIDDEN,
+        embedding_dim=EMB_DIM,
+        loss=case.loss.build(),
+        miner=case.miner.build() if case.miner is not None else None,
+        normalize_embeddings=False,  # random, non-normalised embeddings
+    )
+    return module.double()
+
+
+def global_tuples(tuples: tuple[Tensor, ...] | None, offset: int) -> list[list[tuple[int, ...]]] | None:
+    """Mined tuples with anchors mapped to global batch positions: triplets, or (positive, negative) pairs."""
+    if tuples is None:
+        return None
+    if len(tuples) == 3:
+        a, p, n = tuples
+        return [sorted(zip((a + offset).tolist(), p.tolist(), n.tolist()))]
+    a1, p, a2, n = tuples
+    return [sorted(zip((a1 + offset).tolist(), p.tolist())), sorted(zip((a2 + offset).tolist(), n.tolist()))]
+
+
+def run_step(name: str, rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """One training step of case ``name``: this rank's slice under DDP, the whole batch without."""
+    case = CASES[name]
+    seed = case_seed(name)
+    x, y = make_batch(case.kind, seed, WORLD, BATCH)
+    offset = 0
+    if world > 1:
+        offset = rank * BATCH
+        x, y = x[offset : offset + BATCH], y[offset : offset + BATCH]
+    module = build_module(case, seed)
+    step: nn.Module = _Step(module)
+    if world > 1:
+        step = nn.parallel.DistributedDataParallel(step)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # self.log without a Trainer
+        loss = step(x, y)
+    loss.backward()
+    return {
+        "loss": loss.detach().clone(),
+        "grads": {n: (p.grad.clone() if p.grad is not None else None) for n, p in module.named_parameters()},
+        "z_grad": module.last_z.grad.clone() if module.last_z.grad is not None else None,
+        "tuples": global_tuples(module.last_tuples, offset),
+    }
+
+
+# --- jobs ---------------------------------------------------------------------------------------
+def _equivalence(rank: int, world: int, names: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in names:
+        out[name] = run_step(name, rank, world)
+        dist.barrier()  # a case that desynchronised the ranks fails here, not in the next case
+    return out
+
+
+def _protocol(rank: int, world: int) -> dict[str, Any]:
+    """Reductions issued by some ranks only: the drain protocol must pair them correctly."""
+    out: dict[str, Any] = {}
+    with distributed.global_reduction():  # rank 0 reduces twice, the others never
+        if rank == 0:
+            out["a"] = [float(distributed.reduce_mean(torch.tensor(6.0), 3)), float(distributed.reduce_mean(torch.tensor(4.0), 2))]
+    with distributed.global_reduction():  # rank 0 once, the others twice
+        if rank == 0:
+            out["b"] = [float(distributed.reduce_mean(torch.tensor(2.0, dtype=torch.float64), 2))]
+        else:
+            out["b"] = [
+                float(distributed.reduce_mean(torch.tensor(3.0), torch.tensor(1))),
+                float(distributed.reduce_mean(torch.tensor(5.0), 5)),
+            ]
+    with distributed.global_reduction():  # nesting shares the outer protocol; enabled=False is local
+        with distributed.global_reduction():
+            inner = float(distributed.reduce_mean(torch.tensor(float(rank + 1)), 1))
+        with distributed.global_reduction(enabled=False):
+            local = float(distributed.reduce_mean(torch.tensor(8.0), 4))
+        out["nested"] = [inner, local, distributed.global_reduction_active()]
+    out["active_after"] = distributed.global_reduction_active()
+    check = torch.tensor([float(rank + 1)])
+    dist.all_reduce(check)  # the collectives are still aligned
+    out["aligned"] = float(check)
+    return out
+
+
+def _uneven(rank: int, world: int) -> dict[str, Any]:
+    """Unequal batch sizes: a clear error on every rank, and the group still works afterwards."""
+    torch.manual_seed(0)
+    module = MetricLearningModule(backbone=nn.Linear(FEATURES, HIDDEN), backbone_features=HIDDEN, embedding_dim=EMB_DIM)
+    b = 4 + rank
+    errors: dict[str, str | None] = {}
+    try:
+        module.gather(torch.randn(b, EMB_DIM), torch.zeros(b, dtype=torch.long))
+        errors["module"] = None
+    except ValueError as e:
+        errors["module"] = str(e)
+    try:
+        distributed.all_gather_with_grad(torch.randn(b, 3), check_sizes=True)
+        errors["gather"] = None
+    except ValueError as e:
+        errors["gather"] = str(e)
+    check = torch.ones(1)
+    dist.all_reduce(check)
+    return {"errors": errors, "aligned": float(check)}
+
+
+def recall_data() -> tuple[Tensor, Tensor]:
+    """37 items (odd: a 2-rank DistributedSampler pads one duplicate) with labels from 5 classes."""
+    g = torch.Generator().manual_seed(7)
+    return torch.randn(37, 4, generator=g), torch.randint(0, 5, (37,), generator=g)
+
+
+def metric_classes() -> dict[str, type]:
+    """Every exported metric class whose ``update`` takes dataset ``indices`` (those dedupe DDP padding)."""
+    import inspect
+
+    from torchmetrics import Metric
+
+    import lit_metric.metrics as metrics
+
+    out = {}
+    for name in getattr(metrics, "__all__", []):
+        cls = getattr(metrics, name)
+        if inspect.isclass(cls) and issubclass(cls, Metric) and "indices" in inspect.signature(cls.update).parameters:
+            out[name] = cls
+    return out
+
+
+def metric_values(metric: Any) -> dict[str, float]:
+    value = metric.compute()
+    if isinstance(value, dict):
+        return {k: float(v) for k, v in value.items()}
+    return {"value": float(value)}
+
+
+def _metrics(rank: int, world: int) -> dict[str, Any]:
+    from torch.utils.data import DistributedSampler
+
+    emb, labels = recall_data()
+    idx = torch.tensor(list(DistributedSampler(range(emb.shape[0]), num_replicas=world, rank=rank, shuffle=False)))
+    out: dict[str, Any] = {"n_local": idx.numel()}
+    for name, cls in metric_classes().items():
+        with_index, without_index = cls(), cls()
+        for chunk in idx.split(5):
+            with_index.update(emb[chunk], labels[chunk], chunk)
+            without_index.update(emb[chunk], labels[chunk])
+        out[name] = {"with_index": metric_values(with_index), "without_index": metric_values(without_index)}
+    return out
+
+
+def memory_bank_updates(world: int = WORLD, steps: int = 3, batch: int = 4) -> list[tuple[Tensor, Tensor]]:
+    """Per step the *global* (indices, embeddings) of W ranks × ``batch`` (a duplicate index included)."""
+    g = torch.Generator().manual_seed(11)
+    out = []
+    for _ in range(steps):
+        idx = torch.randperm(20, generator=g)[: world * batch]
+        idx[-1] = idx[0]  # a padded duplicate: the first occurrence must win on every rank
+        out.append((idx, torch.randn(world * batch, 5, generator=g)))
+    return out
+
+
+def _memory_bank(rank: int, world: int) -> dict[str, Any]:
+    """Banks updated from gathered (index, embedding) pairs are identical on every rank."""
+    from lit_metric import memory_bank
+
+    bank = memory_bank.MemoryBank(num_samples=20, embedding_dim=5, momentum=0.5)
+    queue = memory_bank.MemoryQueue(size=7, embedding_dim=5)
+    b = len(memory_bank_updates(world)[0][0]) // world
+    for idx, emb in memory_bank_updates(world):
+        local = slice(rank * b, (rank + 1) * b)
+        g_idx = distributed.all_gather_no_grad(idx[local])
+        g_emb = distributed.all_gather_no_grad(emb[local])
+        bank.update(g_idx, g_emb)
+        queue.enqueue(g_emb)
+    return {"bank": bank.bank.clone(), "queue": queue.negatives().clone()}
+
+
+JOBS = {
+    "protocol": _protocol,
+    "uneven": _uneven,
+    "metrics": _metrics,
+    "memory_bank": _memory_bank,
+}
+
+
+def run_all(rank: int, world: int, jobs: list[str], case_names: list[str]) -> dict[str, Any]:
+    """Every job, then every equivalence case, in this process; failures are recorded per job."""
+    import traceback
+
+    torch.use_deterministic_algorithms(False)
+    out: dict[str, Any] = {}
+    for job in jobs:
+        try:
+            out[job] = JOBS[job](rank, world)
+        except Exception:  # noqa: BLE001 - one broken job must not hide the others
+            out[job] = {"__error__": traceback.format_exc()}
+        dist.barrier()
+    for name in case_names:
+        try:
+            out[f"case:{name}"] = _equivalence(rank, world, [name])[name]
+        except Exception:  # noqa: BLE001
+            out[f"case:{name}"] = {"__error__": traceback.format_exc()}
+    return out

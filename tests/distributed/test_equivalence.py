@@ -1,0 +1,63 @@
+"""2 processes × B == 1 process × 2B for every loss × miner of the catalogue (float64, gloo, CPU).
+
+For each case of :data:`tests.distributed._cases.CASES` one real ``training_step`` runs under
+``DistributedDataParallel`` on 2 spawned ranks and, as the reference, on one process with the
+concatenated batch.  Checked:
+
+* the logged loss: the mean over ranks of the per-rank returned values (``self.log(sync_dist=True)``)
+  equals the single-process loss;
+* the DDP-averaged gradients of every parameter (model, head and the loss's own class weights) equal
+  the single-process gradients (1e-6 relative), and are identical on both ranks;
+* the gradient w.r.t. each rank's embeddings is W × the single-process one (DDP averages only
+  parameter gradients);
+* the mined tuples, with anchors mapped to global batch positions, are the single-process tuples.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+from tests.distributed._cases import CASES, WORLD
+from tests.distributed._spawn import rank_results
+from tests.distributed._worker import run_step
+
+RTOL, ATOL = 1e-6, 1e-12
+
+
+def _close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
+    torch.testing.assert_close(actual, expected, rtol=RTOL, atol=ATOL, msg=lambda m: f"{what}: {m}")
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_two_ranks_equal_one_process(name: str, ddp_results: dict[str, Any]) -> None:
+    case = CASES[name]
+    if (why := case.missing()) is not None:
+        pytest.skip(why)
+    ranks = rank_results(ddp_results, f"case:{name}")
+    single = run_step(name)
+
+    logged = torch.stack([r["loss"] for r in ranks]).mean()
+    _close(logged, single["loss"], "logged loss")
+    assert float(single["loss"]) != 0.0 or "empty" in name, "degenerate case: the loss is 0"
+
+    for pname, g in single["grads"].items():
+        if g is None:
+            assert all(r["grads"][pname] is None for r in ranks), pname
+            continue
+        for rank, r in enumerate(ranks):
+            _close(r["grads"][pname], g, f"grad of {pname} on rank {rank}")
+    assert any(g is not None and bool(g.abs().sum() > 0) for g in single["grads"].values()), "no gradient at all"
+
+    z_grad = torch.cat([r["z_grad"] for r in ranks]) / WORLD
+    _close(z_grad, single["z_grad"], "embedding gradient")
+
+    if single["tuples"] is None:
+        assert all(r["tuples"] is None for r in ranks)
+    else:
+        for part, expected in enumerate(single["tuples"]):
+            mined = sorted(t for r in ranks for t in r["tuples"][part])
+            assert mined == expected, f"mined tuples differ (part {part})"
+        assert any(single["tuples"]), "degenerate case: the miner found nothing"

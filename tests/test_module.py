@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import lightning as L
+import pytest
+import torch
+from torch import Tensor, nn
+
+from lit_metric import MetricLearningModule
+from lit_metric.backbones import ConvNet, EmbeddingHead, MLP
+from lit_metric.data import DigitsDataModule
+from lit_metric.losses import TripletMarginLoss
+from lit_metric.miners import TripletMiner
+
+
+def _trainer(**kwargs: object) -> L.Trainer:
+    defaults: dict[str, object] = dict(
+        accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False
+    )
+    defaults.update(kwargs)
+    return L.Trainer(**defaults)  # type: ignore[arg-type]
+
+
+def _module(**kwargs: object) -> MetricLearningModule:
+    return MetricLearningModule(backbone=ConvNet(1, (8, 16)), embedding_dim=8, **kwargs)  # type: ignore[arg-type]
+
+
+def test_fast_dev_run_fit_validate_predict() -> None:
+    model = _module(miner=TripletMiner("semihard"))
+    dm = DigitsDataModule(p=5, k=4, batches_per_epoch=2)
+    _trainer(fast_dev_run=True).fit(model, dm)
+    preds = _trainer().predict(model, dm)
+    assert preds is not None
+    z = torch.cat(preds)  # type: ignore[arg-type]
+    assert z.shape == (896, 8)
+    torch.testing.assert_close(z.norm(dim=1), torch.ones(896))
+
+
+def test_training_improves_recall_over_a_few_epochs() -> None:
+    torch.manual_seed(0)
+    model = _module(miner=TripletMiner("semihard"), optimizer=lambda p: torch.optim.Adam(p, lr=3e-3))
+    dm = DigitsDataModule(p=5, k=8, batches_per_epoch=10)
+    trainer = _trainer(max_epochs=4, num_sanity_val_steps=0)
+    trainer.validate(model, dm)
+    before = trainer.callback_metrics["val/recall@1"].item()
+    trainer.fit(model, dm)
+    after = trainer.callback_metrics["val/recall@1"].item()
+    assert after > before + 0.05
+
+
+def test_loss_parameters_in_optimizer_with_own_lr() -> None:
+    class WithWeights(TripletMarginLoss):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = nn.Parameter(torch.ones(()))
+
+    model = _module(loss=WithWeights(), loss_lr=0.5, optimizer=lambda p: torch.optim.SGD(p, lr=0.1))
+    opt = model.configure_optimizers()
+    groups = {g["name"]: g for g in opt.param_groups}  # type: ignore[union-attr]
+    assert groups["loss"]["lr"] == 0.5 and groups["model"]["lr"] == 0.1
+    assert any(p is model.loss.scale for p in groups["loss"]["params"])
+    assert not any(p is model.loss.scale for p in groups["model"]["params"])
+
+
+def test_subclass_overrides_one_hook() -> None:
+    calls: list[str] = []
+
+    class Custom(MetricLearningModule):
+        def compute_loss(self, embeddings: Tensor, labels: Tensor, *args: object) -> Tensor:  # type: ignore[override]
+            calls.append("loss")
+            return embeddings.pow(2).sum() * 0 + 1.0
+
+        def embed(self, x: Tensor) -> Tensor:
+            calls.append("embed")
+            return super().embed(x)
+
+    model = Custom(backbone=ConvNet(1, (4,)), embedding_dim=4)
+    _trainer(fast_dev_run=True).fit(model, DigitsDataModule(p=2, k=2, batches_per_epoch=1))
+    assert calls[:2] == ["embed", "loss"]
+
+
+def test_timm_backbone_by_name() -> None:
+    model = MetricLearningModule(backbone="resnet18", embedding_dim=16, in_chans=1)
+    z = model(torch.randn(2, 1, 32, 32))
+    assert z.shape == (2, 16)
+
+
+def test_bad_construction() -> None:
+    with pytest.raises(ValueError, match="timm model name"):
+        MetricLearningModule(backbone="not_a_model_xyz")
+    with pytest.raises(TypeError, match="`backbone`"):
+        MetricLearningModule(backbone=3)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="num_features"):
+        MetricLearningModule(backbone=nn.Sequential(nn.Flatten()))
+    model = MetricLearningModule(backbone=nn.Sequential(nn.Flatten()), backbone_features=32)
+    with pytest.raises(ValueError, match=r"\(B, 32\)"):
+        model(torch.randn(2, 1, 8, 8))
+
+
+def test_backbones_and_head() -> None:
+    assert ConvNet(3, (4, 5)).num_features == 5
+    assert MLP(64, (32,))(torch.randn(3, 1, 8, 8)).shape == (3, 32)
+    head = EmbeddingHead(10, 3, normalize=False, batch_norm=True)
+    assert head(torch.randn(4, 10)).shape == (4, 3)
+    with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
+        ConvNet()(torch.randn(2, 8))

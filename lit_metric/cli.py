@@ -19,6 +19,19 @@ __all__ = ["MetricCLI", "main"]
 class MetricCLI(LightningCLI):
     """LightningCLI for ``lit_metric``: ``--model`` / ``--data`` take any subclass by ``class_path``."""
 
+    def before_predict(self) -> None:
+        """``lit-metric predict`` writes the embeddings: without a prediction writer in the config, add an
+        :class:`~lit_metric.callbacks.EmbeddingWriter` writing ``<trainer.default_root_dir>/embeddings.pt``."""
+        from pathlib import Path
+
+        from lightning.pytorch.callbacks import BasePredictionWriter
+
+        from lit_metric.callbacks.embedding_writer import EmbeddingWriter
+
+        if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
+            path = Path(self.trainer.default_root_dir) / "embeddings.pt"
+            self.trainer.callbacks.append(EmbeddingWriter(str(path)))
+
 
 def main(args: Sequence[str] | None = None) -> MetricCLI:
     """Entry point of ``lit-metric``; ``args`` defaults to ``sys.argv[1:]``."""

@@ -11,6 +11,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from torch import Tensor, nn
 
 from lit_metric import distributed
+from lit_metric._validation import check_choice
 from lit_metric.backbones import EmbeddingHead, create_backbone
 from lit_metric.backbones import backbone_features as infer_backbone_features
 from lit_metric.distances import BaseDistance
@@ -59,7 +60,8 @@ class MetricLearningModule(L.LightningModule):
         lr_scheduler_interval: step the scheduler every ``"epoch"`` or ``"step"``.
         loss_lr: learning rate of the loss's own parameters (class weights, centers); default: the
             optimizer's.
-        pretrained: with a timm name, load timm's pretrained weights (needs internet).
+        pretrained: with a timm name, load timm's pretrained weights (needs internet); ``"offline"``: weights
+            shipped in an installed package (``efficientnet_lite0``), see :func:`~lit_metric.backbones.create_backbone`.
         in_chans: with a timm name, input channels.
         backbone_features: the backbone's output width if it has no ``num_features`` attribute.
         normalize_embeddings: L2-normalise the head's output.
@@ -68,6 +70,10 @@ class MetricLearningModule(L.LightningModule):
             single-process computation); False = each rank's loss sees only its own batch.
         recall_k: K values of the validation Recall@K.
         val_distance: retrieval measure of the validation metric (default cosine).
+        nonfinite: what to do when the loss or a gradient is NaN/inf: ``"error"`` stops with a message that names
+            the step, the loss, the offending parameter and the likely causes; ``"skip"`` drops that optimizer step
+            (no parameter or optimizer-state update), counts it and logs ``train/skipped_steps``.  Either way a
+            non-finite value never reaches the weights.  The check costs one host sync per step.
     """
 
     def __init__(
@@ -80,7 +86,7 @@ class MetricLearningModule(L.LightningModule):
         lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
         loss_lr: float | None = None,
-        pretrained: bool = False,
+        pretrained: bool | Literal["offline"] = False,
         in_chans: int = 3,
         backbone_features: int | None = None,
         normalize_embeddings: bool = True,
@@ -88,6 +94,7 @@ class MetricLearningModule(L.LightningModule):
         gather_distributed: bool = True,
         recall_k: Sequence[int] = (1, 2, 4, 8),
         val_distance: BaseDistance | None = None,
+        nonfinite: Literal["error", "skip"] = "error",
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "loss", "miner", "optimizer", "lr_scheduler", "val_distance"])
@@ -110,6 +117,9 @@ class MetricLearningModule(L.LightningModule):
         self.loss_lr = loss_lr
         self.gather_distributed = gather_distributed
         self.val_metric = RecallAtK(k=tuple(recall_k), distance=val_distance)
+        self.nonfinite = check_choice(nonfinite, "nonfinite", ("error", "skip"))
+        self.skipped_steps = 0
+        self._last_loss: Tensor | None = None
 
     # --- hooks a subclass may override ---------------------------------------------------------
     def embed(self, x: Tensor) -> Tensor:
@@ -164,6 +174,7 @@ class MetricLearningModule(L.LightningModule):
         if ref_emb is not None:
             # every rank must run the all-gather's backward, even when its loss does not touch ref_emb
             loss = loss + 0.0 * ref_emb.sum()
+        self._last_loss = loss.detach()
         self.log("train/loss", loss, prog_bar=True, sync_dist=ref_emb is not None, batch_size=z.shape[0])
         if indices_tuple is not None:
             self.log("train/mined_tuples", float(indices_tuple[0].numel()), batch_size=z.shape[0])
@@ -185,6 +196,43 @@ class MetricLearningModule(L.LightningModule):
         return self.embed(x)
 
     # --- optimisation -------------------------------------------------------------------------
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Guard: a non-finite loss or gradient never reaches the weights (see ``nonfinite``).
+
+        Runs after backward (and after DDP's gradient all-reduce, so every rank decides alike) and before
+        gradient clipping and the optimizer step.  Skipping sets every gradient to ``None``: torch optimizers then
+        leave both the parameters and their state (e.g. Adam's moments) untouched.
+        """
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        flags = [torch.stack([g.isfinite().all() for g in grads]).all()] if grads else []
+        if self._last_loss is not None:
+            flags.append(self._last_loss.isfinite().all())
+        if not flags or bool(torch.stack(flags).all()):
+            return
+        if self.nonfinite == "skip":
+            self.skipped_steps += 1
+            optimizer.zero_grad(set_to_none=True)
+            self.log("train/skipped_steps", float(self.skipped_steps))
+            return
+        raise FloatingPointError(self._nonfinite_message(optimizer))
+
+    def _nonfinite_message(self, optimizer: torch.optim.Optimizer) -> str:
+        names = {id(p): n for n, p in self.named_parameters()}
+        bad = [
+            names.get(id(p), "<loss parameter>")
+            for group in optimizer.param_groups
+            for p in group["params"]
+            if p.grad is not None and not bool(p.grad.isfinite().all())
+        ]
+        loss = float(self._last_loss) if self._last_loss is not None else float("nan")
+        what = f"non-finite gradients in {bad[:5]}{' …' if len(bad) > 5 else ''}" if bad else "a non-finite loss"
+        return (
+            f"Step {self.global_step} (epoch {self.current_epoch}): {what}; loss = {loss}. The weights were not "
+            "updated. Likely causes: a learning rate too high, a temperature/scale too extreme for the dtype "
+            "(e.g. temperature < 0.05 or scale 64 under fp16), fp16 overflow (use bf16 or a GradScaler), or a "
+            "non-finite input batch. Set `nonfinite='skip'` to skip such steps and count them instead."
+        )
+
     def parameter_groups(self) -> list[dict[str, Any]]:
         """Backbone + head parameters, then the loss's own parameters (with ``loss_lr`` if set).
 

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_metric import MetricLearningModule
-from lit_metric.backbones import ConvNet, EmbeddingHead, MLP
+from lit_metric.backbones import MLP, ConvNet, EmbeddingHead
 from lit_metric.data import DigitsDataModule
 from lit_metric.losses import TripletMarginLoss
 from lit_metric.miners import TripletMiner

@@ -42,8 +42,9 @@ class RetrievalReport(L.Callback):
     @torch.no_grad()
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         loaders = trainer.val_dataloaders
-        if loaders is None and trainer.datamodule is not None:
-            loaders = trainer.datamodule.val_dataloader()
+        datamodule = getattr(trainer, "datamodule", None)
+        if loaders is None and datamodule is not None:
+            loaders = datamodule.val_dataloader()
         if loaders is None:
             return
         loader = loaders[0] if isinstance(loaders, list | tuple) else loaders

@@ -26,6 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_metric._validation import check_int
+from lit_metric.distances import BaseDistance, CosineSimilarity
 
 __all__ = ["OmniglotRun", "omniglot_one_shot_accuracy", "omniglot_run_images", "read_omniglot_runs"]
 
@@ -139,7 +140,7 @@ def omniglot_one_shot_accuracy(
     root: str | Path,
     image_size: int = IMAGE_SIZE,
     invert: bool = False,
-    distance: object | None = None,
+    distance: BaseDistance | None = None,
 ) -> dict[str, object]:
     """The official 20-way one-shot accuracy over the 400 trials of Lake et al.'s 20 runs.
 
@@ -166,8 +167,6 @@ def omniglot_one_shot_accuracy(
         >>> out["trials"]  # doctest: +SKIP
         400
     """
-    from lit_metric.distances import BaseDistance, CosineSimilarity
-
     measure = distance if distance is not None else CosineSimilarity()
     if not isinstance(measure, BaseDistance):
         raise TypeError(f"Expected argument `distance` to be a lit_metric distance, but got {type(measure).__name__}.")

@@ -449,28 +449,31 @@ def few_shot_accuracy(
     valid = slot.unsqueeze(0) < counts[eligible].unsqueeze(1)
     members = torch.where(valid, order[members.clamp_max(order.numel() - 1)], torch.full_like(members, -1))
     gen = torch.Generator().manual_seed(int(seed))
+    n_q, n_s = n_way * n_query, n_way * (1 if method == "prototype" else k_shot)
+    # episodes are scored in batches through one (batch·n_q, batch·n_s) score matrix whose diagonal blocks are
+    # the episodes' own scores: vectorised, with at most ~2**18 scores per batch
+    batch = max(1, min(episodes, int((2**18 / (n_q * n_s)) ** 0.5)))
     truth = torch.arange(n_way).repeat_interleave(n_query).to(embeddings.device)
-    episode_acc = torch.empty(episodes, dtype=torch.float64)
-    batch = 64
+    episode_acc = []
     for e0 in range(0, episodes, batch):
         eb = min(batch, episodes - e0)
         classes = torch.rand(eb, eligible.numel(), generator=gen).argsort(1)[:, :n_way]  # (eb, n_way)
         keys = torch.rand(eb, n_way, max_count, generator=gen)
         keys = torch.where(valid[classes], keys, torch.full_like(keys, 2.0))  # padding sorts last
         picks = keys.argsort(-1)[..., :per_class]
-        items = members[classes].gather(2, picks)  # (eb, n_way, k_shot + n_query) dataset rows
-        for b in range(eb):
-            support = embeddings[items[b, :, :k_shot].reshape(-1).to(embeddings.device)]
-            query = embeddings[items[b, :, k_shot:].reshape(-1).to(embeddings.device)]
-            if method == "prototype":
-                protos = support.view(n_way, k_shot, -1).mean(1)
-                dis = distance.to_dissimilarity(distance.pairwise(query, protos))  # (n_way·n_query, n_way)
-            else:
-                dis = distance.to_dissimilarity(distance.pairwise(query, support))
-                dis = dis.view(query.shape[0], n_way, k_shot).amin(-1)
-            own = dis.gather(1, truth.unsqueeze(1)).squeeze(1)
-            others = dis.scatter(1, truth.unsqueeze(1), float("inf")).amin(1)
-            episode_acc[e0 + b] = (own < others).double().mean().cpu()
+        items = members[classes].gather(2, picks).to(embeddings.device)  # (eb, n_way, k_shot + n_query) rows
+        support = embeddings[items[:, :, :k_shot]]  # (eb, n_way, k_shot, D)
+        query = embeddings[items[:, :, k_shot:]].reshape(eb * n_q, -1)
+        if method == "prototype":
+            support = support.mean(2, keepdim=True)  # (eb, n_way, 1, D)
+        dis = distance.to_dissimilarity(distance.pairwise(query, support.reshape(eb * n_s, -1)))
+        block = torch.arange(eb, device=dis.device)
+        dis = dis.view(eb, n_q, eb, n_s)[block, :, block, :]  # (eb, n_q, n_s): each episode's own scores
+        dis = dis.reshape(eb, n_q, n_way, -1).amin(-1)  # nearest support item (or prototype) of each class
+        own = dis.gather(2, truth.view(1, -1, 1).expand(eb, -1, 1)).squeeze(2)
+        others = dis.scatter(2, truth.view(1, -1, 1).expand(eb, -1, 1), float("inf")).amin(2)
+        episode_acc.append((own < others).double().mean(1).cpu())
+    episode_acc = torch.cat(episode_acc)
     mean = episode_acc.mean()
     std = episode_acc.std(unbiased=True) if episodes > 1 else torch.zeros((), dtype=torch.float64)
     return mean, 1.96 * std / math.sqrt(episodes)

@@ -55,7 +55,7 @@ def check_indices_tuple(
                 "Expected the triplet tensors (a, p, n) of `indices_tuple` to have equal lengths, but got "
                 f"{[t.shape[0] for t in tensors]}."
             )
-        bounds = (n_anchors, n_refs, n_refs)
+        bounds: tuple[int, ...] = (n_anchors, n_refs, n_refs)
     else:
         if tensors[0].shape != tensors[1].shape or tensors[2].shape != tensors[3].shape:
             raise ValueError(

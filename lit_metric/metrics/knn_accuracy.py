@@ -9,7 +9,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from lit_metric._validation import check_embeddings, check_int, check_labels, check_positive
 from lit_metric.distances import BaseDistance, CosineSimilarity
-from lit_metric.functional.knn import knn
+from lit_metric.functional.knn import knn_chunks
 from lit_metric.metrics.recall_at_k import deduplicate_by_index
 
 __all__ = ["KNNAccuracy", "knn_accuracy"]
@@ -149,14 +149,12 @@ def knn_accuracy(
     kk = min(k, n_avail)
     classes, bank_class = torch.unique(ref_labels, return_inverse=True)
     query_ref_index = torch.arange(queries.shape[0], device=queries.device) if leave_one_out else None
-    scores, idx = knn(queries, refs, kk, distance, chunk_size, query_ref_index=query_ref_index)
     correct = torch.zeros((), dtype=torch.long, device=queries.device)
-    for start in range(0, queries.shape[0], chunk_size):
-        sl = slice(start, start + chunk_size)
-        sim = -distance.to_dissimilarity(scores[sl]).float()  # larger = closer
+    for start, scores, idx in knn_chunks(queries, refs, kk, distance, chunk_size, query_ref_index):
+        sim = -distance.to_dissimilarity(scores).float()  # larger = closer
         weights = torch.exp((sim - sim[:, :1]) / temperature)  # row max first (sorted): exp never overflows
         votes = torch.zeros(sim.shape[0], classes.numel(), dtype=weights.dtype, device=weights.device)
-        votes.scatter_add_(1, bank_class[idx[sl]], weights)
+        votes.scatter_add_(1, bank_class[idx], weights)
         predicted = classes[votes.argmax(1)]
-        correct += (predicted == query_labels[sl]).sum()
+        correct += (predicted == query_labels[start : start + sim.shape[0]]).sum()
     return correct.float() / queries.shape[0]

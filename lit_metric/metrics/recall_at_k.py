@@ -56,6 +56,9 @@ class RecallAtK(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    embeddings: list[Tensor]
+    labels: list[Tensor]
+    indices: list[Tensor]
 
     def __init__(
         self,
@@ -96,7 +99,8 @@ class RecallAtK(Metric):
         return emb, labels
 
     def compute(self) -> dict[str, Tensor]:
-        if not self.embeddings:
+        # after a DDP sync the list states are concatenated tensors: test emptiness by length
+        if len(self.embeddings) == 0:
             raise RuntimeError("RecallAtK.compute() called before any update().")
         emb, labels = self._gathered()
         return recall_at_k(emb, labels, self.k, self.distance, self.chunk_size)

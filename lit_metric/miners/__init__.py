@@ -2,6 +2,8 @@
 
 from lit_metric.miners.base import Miner, MinerInputs
 from lit_metric.miners.batch_hard_miner import BatchHardMiner
+from lit_metric.miners.pair_margin_miner import PairMarginMiner
+from lit_metric.miners.quadruplet_miner import QuadrupletMiner
 from lit_metric.miners.triplet_miner import TripletMiner
 
-__all__ = ["BatchHardMiner", "Miner", "MinerInputs", "TripletMiner"]
+__all__ = ["BatchHardMiner", "Miner", "MinerInputs", "PairMarginMiner", "QuadrupletMiner", "TripletMiner"]

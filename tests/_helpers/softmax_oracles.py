@@ -48,7 +48,7 @@ def cosface_target(cos: Tensor, m: float) -> Tensor:
 def sphereface_target(cos: Tensor, m: float, m2: float = 0.0) -> Tensor:
     theta = torch.acos(cos)
     u = m * theta + m2
-    k = math.floor(float(u) / math.pi)
+    k = math.floor(float(u.detach()) / math.pi)
     return (-1) ** k * torch.cos(u) - 2 * k
 
 

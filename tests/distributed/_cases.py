@@ -27,6 +27,8 @@ from torch import Tensor
 __all__ = [
     "BATCH",
     "CASES",
+    "SSL_CASES",
+    "SSLCase",
     "EMB_DIM",
     "FEATURES",
     "HIDDEN",
@@ -35,6 +37,7 @@ __all__ = [
     "Case",
     "Spec",
     "make_batch",
+    "make_ssl_batch",
 ]
 
 InputKind = Literal["labels", "pk", "one_rank_empty", "classes", "continuous"]
@@ -94,6 +97,8 @@ class Case:
     loss: Spec
     miner: Spec | None
     kind: InputKind = "labels"
+    #: a known, documented departure from the single-process computation (the test is a strict xfail)
+    known_gap: str | None = None
 
     def missing(self) -> str | None:
         return self.loss.missing() or (self.miner.missing() if self.miner is not None else None)
@@ -123,19 +128,40 @@ CASES: dict[str, Case] = {
         L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="all"), "one_rank_empty"
     ),
     "triplet+pair_margin": Case(L("TripletMarginLoss", margin=0.5), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2)),
-    # --- pair losses --------------------------------------------------------------------------------
+    # --- pair / tuple losses ----------------------------------------------------------------------
     "contrastive": Case(L("ContrastiveLoss", pos_margin=0.1, neg_margin=1.0), None),
     "contrastive_one_rank_empty": Case(L("ContrastiveLoss"), M("TripletMiner", strategy="all"), "one_rank_empty"),
     "contrastive+pair_margin": Case(L("ContrastiveLoss"), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2)),
     "contrastive+batch_hard": Case(L("ContrastiveLoss"), M("BatchHardMiner")),
     "lifted_structure": Case(L("LiftedStructureLoss"), None),
-    "generalized_lifted_structure": Case(L("GeneralizedLiftedStructureLoss"), None),
-    "npair": Case(L("NPairsLoss"), None, "pk"),
-    "angular": Case(L("AngularLoss"), None, "pk"),
-    "multi_similarity": Case(L("MultiSimilarityLoss"), None),
+    "lifted_structure_hinge": Case(L("LiftedStructureLoss", smooth=False, neg_margin=1.5), None),
+    "lifted_structure+pair_margin": Case(
+        L("LiftedStructureLoss"),
+        M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2),
+        known_gap="with mined pairs, the positive's negative side comes from the pairs mined on this rank only "
+        "(the positive's own mined negatives live on the rank that holds it)",
+    ),
+    "npair": Case(L("NPairLoss"), None),
+    "npair_pk": Case(L("NPairLoss"), None, "pk"),
+    "npair+batch_hard": Case(
+        L("NPairLoss"),
+        M("BatchHardMiner"),
+        known_gap="with an indices_tuple the first (a1, p) pair of each anchor class is chosen among this rank's "
+        "tuples, not among all ranks' tuples",
+    ),
+    "angular": Case(L("AngularLoss"), None),
+    "angular_pk": Case(L("AngularLoss"), None, "pk"),
+    "angular+batch_hard": Case(L("AngularLoss"), M("BatchHardMiner")),
     "quadruplet": Case(L("QuadrupletLoss"), None),
-    "siamese_bce": Case(L("SiameseBCELoss"), None),
+    "quadruplet+miner_hard": Case(L("QuadrupletLoss"), M("QuadrupletMiner", strategy="hard")),
+    "quadruplet+miner_batch_hard": Case(L("QuadrupletLoss"), M("QuadrupletMiner", strategy="batch_hard")),
+    "siamese_bce": Case(L("SiameseBCELoss", embedding_dim=EMB_DIM), None),
+    "siamese_bce_balanced": Case(L("SiameseBCELoss", embedding_dim=EMB_DIM, balanced=True), None),
+    "siamese_bce+pair_margin": Case(
+        L("SiameseBCELoss", embedding_dim=EMB_DIM), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2)
+    ),
     "log_ratio": Case(L("LogRatioLoss"), None, "continuous"),
+    "log_ratio_sum": Case(L("LogRatioLoss", reduction="sum"), None, "continuous"),
     # --- classifier-style losses (class weights are DDP parameters) ----------------------------
     "softmax": Case(L("SoftmaxLoss", **_CLS), None, "classes"),
     "arcface": Case(L("ArcFaceLoss", **_CLS, margin=0.3, scale=8.0), None, "classes"),
@@ -152,6 +178,50 @@ CASES: dict[str, Case] = {
         "classes",
     ),
 }
+
+
+SSLKind = Literal["views", "views_labels", "one_view_labels", "bank"]
+BANK_SIZE = 40  # dataset size of the memory-bank cases
+SSL_STEPS = 3  # optimizer steps per SSL case (the bank evolves)
+
+
+@dataclass(frozen=True)
+class SSLCase:
+    """A self-supervised loss: ``views`` → ``loss(z_a, z_b)``, ``views_labels`` → ``loss(z_a, z_b, labels)``,
+    ``one_view_labels`` → ``loss(z, None, labels)``, ``bank`` → ``loss(z, indices)``."""
+
+    loss: Spec
+    kind: SSLKind
+
+    def missing(self) -> str | None:
+        return self.loss.missing()
+
+
+_BANK = {"num_samples": BANK_SIZE, "embedding_dim": EMB_DIM, "temperature": 0.5, "momentum": 0.5}
+
+SSL_CASES: dict[str, SSLCase] = {
+    "info_nce": SSLCase(L("InfoNCELoss", temperature=0.5, gather_distributed=True), "views"),
+    "info_nce_one_direction": SSLCase(
+        L("InfoNCELoss", temperature=0.5, symmetric=False, gather_distributed=True), "views"
+    ),
+    "supcon_two_views": SSLCase(L("InfoNCELoss", temperature=0.5, gather_distributed=True), "views_labels"),
+    "supcon_one_view": SSLCase(L("InfoNCELoss", temperature=0.5, gather_distributed=True), "one_view_labels"),
+    "memory_bank_nce_exact": SSLCase(L("MemoryBankNCELoss", **_BANK, exact=True), "bank"),
+    "memory_bank_nce": SSLCase(L("MemoryBankNCELoss", **_BANK, num_negatives=16), "bank"),
+}
+
+
+def make_ssl_batch(step: int, seed: int, world: int = WORLD, batch: int = BATCH) -> dict[str, Tensor]:
+    """Global step data: two noisy views of ``x``, class labels and distinct dataset indices."""
+    g = torch.Generator().manual_seed(seed * 1000 + step)
+    n = world * batch
+    x = torch.randn(n, FEATURES, generator=g, dtype=torch.float64) * 2.0
+    return {
+        "v1": x + 0.3 * torch.randn(n, FEATURES, generator=g, dtype=torch.float64),
+        "v2": x + 0.3 * torch.randn(n, FEATURES, generator=g, dtype=torch.float64),
+        "labels": torch.randint(0, 3, (n,), generator=g),
+        "indices": torch.randperm(BANK_SIZE, generator=g)[:n],
+    }
 
 
 def make_batch(kind: InputKind, seed: int, world: int = WORLD, batch: int = BATCH) -> tuple[Tensor, Tensor]:

@@ -21,9 +21,21 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from lit_metric import MetricLearningModule, distributed
-from tests.distributed._cases import BATCH, CASES, EMB_DIM, FEATURES, HIDDEN, WORLD, Case, make_batch
+from tests.distributed._cases import (
+    BATCH,
+    CASES,
+    EMB_DIM,
+    FEATURES,
+    HIDDEN,
+    SSL_CASES,
+    SSL_STEPS,
+    WORLD,
+    Case,
+    make_batch,
+    make_ssl_batch,
+)
 
-__all__ = ["case_seed", "global_tuples", "run_all", "run_step"]
+__all__ = ["case_seed", "global_tuples", "run_all", "run_ssl", "run_step"]
 
 
 class _Recorder(MetricLearningModule):
@@ -75,6 +87,9 @@ def global_tuples(tuples: tuple[Tensor, ...] | None, offset: int) -> list[list[t
     """Mined tuples with anchors mapped to global batch positions: triplets, or (positive, negative) pairs."""
     if tuples is None:
         return None
+    if type(tuples).__name__ == "Quadruplets":  # (a, p, n1, n2): only `a` indexes the anchors
+        a, p, n1, n2 = tuples
+        return [sorted(zip((a + offset).tolist(), p.tolist(), n1.tolist(), n2.tolist()))]
     if len(tuples) == 3:
         a, p, n = tuples
         return [sorted(zip((a + offset).tolist(), p.tolist(), n.tolist()))]
@@ -104,6 +119,50 @@ def run_step(name: str, rank: int = 0, world: int = 1) -> dict[str, Any]:
         "grads": {n: (p.grad.clone() if p.grad is not None else None) for n, p in module.named_parameters()},
         "z_grad": module.last_z.grad.clone() if module.last_z.grad is not None else None,
         "tuples": global_tuples(module.last_tuples, offset),
+    }
+
+
+class _SSLStep(nn.Module):
+    """A two-layer model and a self-supervised loss; ``forward`` is one loss evaluation."""
+
+    def __init__(self, loss: nn.Module, kind: str) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.Tanh(), nn.Linear(HIDDEN, EMB_DIM))
+        self.loss = loss
+        self.kind = kind
+
+    def forward(self, v1: Tensor, v2: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
+        if self.kind == "bank":
+            return self.loss(self.net(v1), indices)
+        if self.kind == "one_view_labels":
+            return self.loss(self.net(v1), None, labels)
+        return self.loss(self.net(v1), self.net(v2), labels if self.kind == "views_labels" else None)
+
+
+def run_ssl(name: str, rank: int = 0, world: int = 1) -> dict[str, Any]:
+    """``SSL_STEPS`` SGD steps of an SSL case (DDP without buffer broadcast, so banks evolve independently)."""
+    case = SSL_CASES[name]
+    seed = case_seed(name)
+    torch.manual_seed(seed)
+    model = _SSLStep(case.loss.build(), case.kind).double()
+    step: nn.Module = model
+    if world > 1:
+        step = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    losses = []
+    for i in range(SSL_STEPS):
+        data = make_ssl_batch(i, seed)
+        if world > 1:
+            data = {k: v[rank * BATCH : (rank + 1) * BATCH] for k, v in data.items()}
+        opt.zero_grad()
+        loss = step(**data)
+        loss.backward()
+        opt.step()
+        losses.append(loss.detach().clone())
+    return {
+        "losses": torch.stack(losses),
+        "params": {n: p.detach().clone() for n, p in model.named_parameters()},
+        "buffers": {n: b.detach().clone() for n, b in model.named_buffers()},
     }
 
 
@@ -199,12 +258,17 @@ def _metrics(rank: int, world: int) -> dict[str, Any]:
     emb, labels = recall_data()
     idx = torch.tensor(list(DistributedSampler(range(emb.shape[0]), num_replicas=world, rank=rank, shuffle=False)))
     out: dict[str, Any] = {"n_local": idx.numel()}
+    import traceback
+
     for name, cls in metric_classes().items():
-        with_index, without_index = cls(), cls()
-        for chunk in idx.split(5):
-            with_index.update(emb[chunk], labels[chunk], chunk)
-            without_index.update(emb[chunk], labels[chunk])
-        out[name] = {"with_index": metric_values(with_index), "without_index": metric_values(without_index)}
+        try:
+            with_index, without_index = cls(), cls()
+            for chunk in idx.split(5):
+                with_index.update(emb[chunk], labels[chunk], chunk)
+                without_index.update(emb[chunk], labels[chunk])
+            out[name] = {"with_index": metric_values(with_index), "without_index": metric_values(without_index)}
+        except Exception:  # noqa: BLE001 - reported per metric class
+            out[name] = {"__error__": traceback.format_exc()}
     return out
 
 
@@ -243,7 +307,7 @@ JOBS = {
 }
 
 
-def run_all(rank: int, world: int, jobs: list[str], case_names: list[str]) -> dict[str, Any]:
+def run_all(rank: int, world: int, jobs: list[str], case_names: list[str], ssl_names: list[str]) -> dict[str, Any]:
     """Every job, then every equivalence case, in this process; failures are recorded per job."""
     import traceback
 
@@ -260,4 +324,10 @@ def run_all(rank: int, world: int, jobs: list[str], case_names: list[str]) -> di
             out[f"case:{name}"] = _equivalence(rank, world, [name])[name]
         except Exception:  # noqa: BLE001
             out[f"case:{name}"] = {"__error__": traceback.format_exc()}
+    for name in ssl_names:
+        try:
+            out[f"ssl:{name}"] = run_ssl(name, rank, world)
+        except Exception:  # noqa: BLE001
+            out[f"ssl:{name}"] = {"__error__": traceback.format_exc()}
+        dist.barrier()
     return out

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from tests.distributed._cases import CASES, WORLD
+from tests.distributed._cases import CASES, SSL_CASES, WORLD
 
 
 @pytest.fixture(scope="session")
@@ -16,6 +16,7 @@ def ddp_results() -> dict[str, Any]:
     from tests.distributed._worker import JOBS, run_all
 
     names = [name for name, case in CASES.items() if case.missing() is None]
-    per_rank = spawn(run_all, WORLD, args=(list(JOBS), names), timeout=300)
+    ssl_names = [name for name, case in SSL_CASES.items() if case.missing() is None]
+    per_rank = spawn(run_all, WORLD, args=(list(JOBS), names, ssl_names), timeout=300)
     return {key: [r[key] for r in per_rank] for key in per_rank[0]}
 

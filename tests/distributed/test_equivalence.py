@@ -24,14 +24,23 @@ from tests.distributed._cases import CASES, WORLD
 from tests.distributed._spawn import rank_results
 from tests.distributed._worker import run_step
 
-RTOL, ATOL = 1e-6, 1e-12
+RTOL = 1e-6
 
 
-def _close(actual: torch.Tensor, expected: torch.Tensor, what: str) -> None:
-    torch.testing.assert_close(actual, expected, rtol=RTOL, atol=ATOL, msg=lambda m: f"{what}: {m}")
+def _close(actual: torch.Tensor, expected: torch.Tensor, scale: float, what: str) -> None:
+    """Relative 1e-6; the absolute floor is relative to the magnitude of the whole gradient (or loss)."""
+    atol = 1e-10 * max(1.0, scale)
+    torch.testing.assert_close(actual, expected, rtol=RTOL, atol=atol, msg=lambda m: f"{what}: {m}")
 
 
-@pytest.mark.parametrize("name", list(CASES))
+def _params() -> list[Any]:
+    return [
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=case.known_gap)) if case.known_gap else name
+        for name, case in CASES.items()
+    ]
+
+
+@pytest.mark.parametrize("name", _params())
 def test_two_ranks_equal_one_process(name: str, ddp_results: dict[str, Any]) -> None:
     case = CASES[name]
     if (why := case.missing()) is not None:
@@ -40,19 +49,21 @@ def test_two_ranks_equal_one_process(name: str, ddp_results: dict[str, Any]) -> 
     single = run_step(name)
 
     logged = torch.stack([r["loss"] for r in ranks]).mean()
-    _close(logged, single["loss"], "logged loss")
+    _close(logged, single["loss"], float(single["loss"].abs()), "logged loss")
     assert float(single["loss"]) != 0.0 or "empty" in name, "degenerate case: the loss is 0"
 
+    grads = {k: g for k, g in single["grads"].items() if g is not None}
+    scale = max(float(g.abs().max()) for g in grads.values()) if grads else 0.0
+    assert scale > 0, "degenerate case: no gradient at all"
     for pname, g in single["grads"].items():
         if g is None:
             assert all(r["grads"][pname] is None for r in ranks), pname
             continue
         for rank, r in enumerate(ranks):
-            _close(r["grads"][pname], g, f"grad of {pname} on rank {rank}")
-    assert any(g is not None and bool(g.abs().sum() > 0) for g in single["grads"].values()), "no gradient at all"
+            _close(r["grads"][pname], g, scale, f"grad of {pname} on rank {rank}")
 
     z_grad = torch.cat([r["z_grad"] for r in ranks]) / WORLD
-    _close(z_grad, single["z_grad"], "embedding gradient")
+    _close(z_grad, single["z_grad"], float(single["z_grad"].abs().max()), "embedding gradient")
 
     if single["tuples"] is None:
         assert all(r["tuples"] is None for r in ranks)

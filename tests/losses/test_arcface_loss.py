@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+
 import pytest
 import torch
 
@@ -256,7 +257,7 @@ def test_two_simulated_ranks_equal_one_process(monkeypatch: pytest.MonkeyPatch) 
         counts: list[float] = []
         real = distributed.reduce_mean
 
-        def fake_reduce_mean(total: torch.Tensor, count: object) -> torch.Tensor:
+        def fake_reduce_mean(total: torch.Tensor, count: object, counts: list[float] = counts) -> torch.Tensor:
             counts.append(float(torch.as_tensor(count)))
             return total * 2 / 16  # W · local total / global count (16 samples in all)
 
@@ -274,3 +275,17 @@ def test_two_simulated_ranks_equal_one_process(monkeypatch: pytest.MonkeyPatch) 
         torch.testing.assert_close(torch.cat(emb_grads), emb.grad)
         for p_ranked, p_single in zip(ranked.parameters(), single.parameters()):
             torch.testing.assert_close(p_ranked.grad / 2, p_single.grad)
+
+
+def test_config_fast_dev_run() -> None:
+    from pathlib import Path
+
+    from lit_metric.cli import main
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "digits_arcface.yaml"
+    cli = main(
+        ["fit", "--config", str(config), "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false",
+         "--trainer.enable_model_summary=false", "--trainer.callbacks=[]"]
+    )
+    assert isinstance(cli.model.loss, ArcFaceLoss) and cli.model.loss.num_classes == 5
+    assert {g["name"]: g["lr"] for g in cli.trainer.optimizers[0].param_groups} == {"model": 0.003, "loss": 0.01}

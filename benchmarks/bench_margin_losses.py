@@ -1,0 +1,122 @@
+"""Margin-based softmax losses, ours vs pytorch-metric-learning 2.9.0: forward+backward time and peak memory.
+
+    OMP_NUM_THREADS=2 python benchmarks/bench_margin_losses.py [--repeats 10] [--classes 1000]
+
+For ArcFace, CosFace and SphereFace at B ∈ {256, 1024}, D ∈ {128, 512}, C classes (default 1000), both
+implementations get the same float32 inputs (random, not normalised) and the same class weights (PML's
+``W`` is ``(D, C)``: our ``weight.T``; PML's ArcFace margin is in degrees).  The script checks that the
+loss values agree, then reports:
+
+* **time**: median over ``--repeats`` runs of one forward + backward (gradients w.r.t. the embeddings
+  and the class weights), ours and PML interleaved, after warm-up runs;
+* **peak memory**: ``torch.profiler`` with ``profile_memory=True`` records every CPU-allocator
+  allocation and free during one forward + backward; the peak of their running sum is the most memory
+  the step held *on top of* what existed before it (inputs and weights are not counted; the gradients it
+  creates are).  Deterministic, and independent of the allocator's caching.
+
+It is a comparison script, not a test: nothing is asserted on times.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from lit_metric.losses import ArcFaceLoss, CosFaceLoss, SphereFaceLoss
+
+
+def make_pair(name: str, c: int, d: int) -> tuple[nn.Module, nn.Module]:
+    """Ours and PML's loss with the same hyper-parameters and the same class weights."""
+    from pytorch_metric_learning import losses as pml
+
+    if name == "ArcFace":
+        ours: nn.Module = ArcFaceLoss(c, d, margin=0.5, scale=64.0)
+        theirs = pml.ArcFaceLoss(num_classes=c, embedding_size=d, margin=math.degrees(0.5), scale=64.0)
+    elif name == "CosFace":
+        ours = CosFaceLoss(c, d, margin=0.35, scale=64.0)
+        theirs = pml.CosFaceLoss(num_classes=c, embedding_size=d, margin=0.35, scale=64.0)
+    elif name == "SphereFace":
+        ours = SphereFaceLoss(c, d, margin=4)  # scale=None: ‖x‖ (the paper) == PML scale=1
+        theirs = pml.SphereFaceLoss(num_classes=c, embedding_size=d, margin=4, scale=1.0)
+    else:
+        raise ValueError(name)
+    theirs.W.data = ours.weight.detach().T.contiguous()
+    return ours, theirs
+
+
+def step(loss: nn.Module, emb: Tensor, labels: Tensor) -> Tensor:
+    for p in loss.parameters():
+        p.grad = None
+    x = emb.detach().requires_grad_()
+    out = loss(x, labels)
+    out.backward()
+    return out.detach()
+
+
+def peak_bytes(fn: Callable[[], object]) -> int:
+    """Peak of the running sum of CPU allocations/frees (profiler events) during ``fn()``."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]  # type: ignore[union-attr]
+    events.sort(key=lambda e: e.start_ns())
+    current = peak = 0
+    for e in events:
+        current += e.nbytes()
+        peak = max(peak, current)
+    return peak
+
+
+def bench(name: str, b: int, d: int, c: int, repeats: int) -> dict[str, float]:
+    torch.manual_seed(0)
+    ours, theirs = make_pair(name, c, d)
+    emb = torch.randn(b, d) * 3.0
+    labels = torch.randint(0, c, (b,))
+    v_ours, v_theirs = step(ours, emb, labels), step(theirs, emb, labels)
+    rel = abs(v_ours.item() - v_theirs.item()) / max(1e-12, abs(v_theirs.item()))
+    for _ in range(2):  # warm-up
+        step(ours, emb, labels)
+        step(theirs, emb, labels)
+    t_ours, t_theirs = [], []
+    for _ in range(repeats):
+        for loss, times in ((ours, t_ours), (theirs, t_theirs)):
+            start = time.perf_counter()
+            step(loss, emb, labels)
+            times.append(time.perf_counter() - start)
+    return {
+        "ours_ms": 1e3 * statistics.median(t_ours),
+        "pml_ms": 1e3 * statistics.median(t_theirs),
+        "ours_mb": peak_bytes(lambda: step(ours, emb, labels)) / 2**20,
+        "pml_mb": peak_bytes(lambda: step(theirs, emb, labels)) / 2**20,
+        "rel_diff": rel,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--classes", type=int, default=1000)
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, C = {args.classes}, float32, CPU")
+    print("| loss | B | D | ours (ms) | PML (ms) | PML / ours | ours peak (MiB) | PML peak (MiB) | rel. loss diff |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name in ("ArcFace", "CosFace", "SphereFace"):
+        for b in (256, 1024):
+            for d in (128, 512):
+                r = bench(name, b, d, args.classes, args.repeats)
+                print(
+                    f"| {name} | {b} | {d} | {r['ours_ms']:.2f} | {r['pml_ms']:.2f} | {r['pml_ms'] / r['ours_ms']:.2f} "
+                    f"| {r['ours_mb']:.1f} | {r['pml_mb']:.1f} | {r['rel_diff']:.1e} |",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()

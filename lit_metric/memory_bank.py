@@ -58,8 +58,8 @@ class MemoryBank(nn.Module):
 
     ``bank`` is a ``(num_samples, embedding_dim)`` buffer, initialised with random unit vectors
     (seeded: identical on every rank).  :meth:`update` applies
-    :math:`v_i \leftarrow \mathrm{normalise}(m\,v_i + (1 - m)\,f_i)` (Wu et al. 2018) to the rows
-    of the given dataset indices.
+    :math:`v_i \leftarrow \mathrm{normalise}(m\,v_i + (1 - m)\,f_i)` (Wu et al. 2018), with ``f_i``
+    L2-normalised first, to the rows of the given dataset indices.
 
     References:
         - Wu et al., "Unsupervised Feature Learning via Non-Parametric Instance Discrimination", CVPR 2018.
@@ -116,7 +116,7 @@ class MemoryBank(nn.Module):
                 f"Expected argument `embeddings` to have dimension {self.embedding_dim}, but got {embeddings.shape[1]}."
             )
         idx = check_indices(indices, embeddings.shape[0], self.num_samples).to(self.bank.device)
-        emb = embeddings.detach().to(device=self.bank.device, dtype=self.bank.dtype)
+        emb = torch.nn.functional.normalize(embeddings.detach().to(device=self.bank.device, dtype=self.bank.dtype), dim=1)
         keep = first_occurrence(idx)
         idx, emb = idx[keep], emb[keep]
         new = self.momentum * self.bank[idx] + (1.0 - self.momentum) * emb

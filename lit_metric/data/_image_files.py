@@ -556,17 +556,27 @@ def _progress_iter(items: list[int], desc: str) -> Iterable[int]:
     return tqdm(items, desc=desc, leave=False)
 
 
-def read_table(path: Path, columns: int) -> list[list[str]]:
+def read_table(path: Path, columns: int, int_columns: Sequence[int] = ()) -> list[list[Any]]:
     """Rows of a CUB-style metadata file: space- or comma-separated, ``columns`` fields (the last keeps any
-    spaces)."""
+    spaces); the fields at ``int_columns`` are converted to int.
+
+    Raises:
+        FileNotFoundError: when the file does not exist.
+        ValueError: on a row with too few fields or a non-integer id (names the file and line).
+    """
     if not path.is_file():
         raise FileNotFoundError(f"Expected the metadata file {path}, but it does not exist.")
-    rows = []
+    rows: list[list[Any]] = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if not line.strip():
             continue
-        parts = [p.strip() for p in (line.split(",", columns - 1) if "," in line else line.split(None, columns - 1))]
+        parts: list[Any] = [p.strip() for p in (line.split(",", columns - 1) if "," in line else line.split(None, columns - 1))]
         if len(parts) != columns:
             raise ValueError(f"{path}, line {number}: expected {columns} fields, but got {line!r}.")
+        for c in int_columns:
+            try:
+                parts[c] = int(parts[c])
+            except ValueError:
+                raise ValueError(f"{path}, line {number}: expected an integer id in field {c + 1}, but got {line!r}.") from None
         rows.append(parts)
     return rows

@@ -94,11 +94,11 @@ class CUB200DataModule(ImageFilesDataModule):
         return None
 
     def load_file_lists(self, data_dir: Path) -> tuple[FileList, FileList]:
-        images = {int(i): path for i, path in read_table(data_dir / "images.txt", 2)}
-        labels = {int(i): int(c) for i, c in read_table(data_dir / "image_class_labels.txt", 2)}
+        images = {i: path for i, path in read_table(data_dir / "images.txt", 2, int_columns=(0,))}
+        labels = {i: c for i, c in read_table(data_dir / "image_class_labels.txt", 2, int_columns=(0, 1))}
         names: dict[Any, str] = {}
         if (data_dir / "classes.txt").is_file():
-            names = {int(c): name for c, name in read_table(data_dir / "classes.txt", 2)}
+            names = {c: name for c, name in read_table(data_dir / "classes.txt", 2, int_columns=(0,))}
         unlabelled = sorted(set(images) - set(labels))
         if unlabelled:
             raise ValueError(

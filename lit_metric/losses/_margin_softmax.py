@@ -184,13 +184,48 @@ class ClassLabelLoss(MetricLoss):
         return f"num_classes={self.num_classes}, embedding_dim={self.embedding_dim}, reduction={self.reduction!r}"
 
 
+class _TargetReplacedCrossEntropy(torch.autograd.Function):
+    """Per-row cross-entropy of ``logits`` whose label column is replaced by ``target``, in one fused pass.
+
+    Equals ``F.cross_entropy(logits.index_put((rows, labels), target), labels, reduction="none")`` but
+    keeps a single ``(B, C)`` buffer (the softmax) for the backward: ``∂/∂logits = p`` off the label
+    column (0 on it, where ``logits`` is not used) and ``∂/∂target = p_y − 1``, times the incoming grad.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: Tensor, labels: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
+        rows = torch.arange(labels.shape[0], device=labels.device)
+        p = logits.clone(memory_format=torch.contiguous_format)
+        p[rows, labels] = target
+        top = p.amax(dim=1, keepdim=True)
+        p.sub_(top).exp_()
+        total = p.sum(dim=1, keepdim=True)
+        p.div_(total)
+        ctx.save_for_backward(p, labels)
+        return (top + total.log()).squeeze(1) - target
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, Tensor]:  # type: ignore[override]
+        p, labels = ctx.saved_tensors
+        rows = torch.arange(labels.shape[0], device=labels.device)
+        grad_logits = p * grad.unsqueeze(1)
+        grad_target = grad_logits[rows, labels] - grad
+        grad_logits[rows, labels] = 0.0
+        return grad_logits, None, grad_target
+
+
 class MarginSoftmaxLoss(ClassLabelLoss):
     """Softmax cross-entropy over ``scale · cos(x, W_c)`` with a margin on the target class (private base).
 
     ``weight`` ``(C, D)`` holds one learned vector per class (an ``nn.Parameter``, L2-normalised in every
-    forward).  Subclasses implement :meth:`target_cosine`.  Math runs in at least float32 (fp16/bf16
-    inputs and autocast matmuls are upcast before the margin and the softmax), and the loss comes back in
-    the embeddings' dtype.
+    forward).  Subclasses implement :meth:`target_cosine`.  ``scale=None`` uses the feature norm ``‖x‖``
+    as the scale (SphereFace).  Math runs in at least float32 (fp16/bf16 inputs and autocast matmuls are
+    upcast before the margin and the softmax), and the loss comes back in the embeddings' dtype.
+
+    One forward costs one ``(B, D) × (D, C)`` matmul (the scale is folded into the normalised embeddings),
+    a ``(B,)`` margin on the target cosines (a row-wise dot product, no gather from the ``(B, C)`` matrix)
+    and a fused cross-entropy that keeps a single ``(B, C)`` buffer for the backward.
     """
 
     def __init__(self, num_classes: int, embedding_dim: int, scale: float | None, reduction: Reduction = "mean") -> None:
@@ -203,6 +238,17 @@ class MarginSoftmaxLoss(ClassLabelLoss):
         self.weight = nn.Parameter(torch.empty(self.num_classes, self.embedding_dim))
         nn.init.normal_(self.weight)
 
+    def _scaled(self, embeddings: Tensor) -> tuple[Tensor, Tensor, Tensor | float]:
+        """``x_s`` ``(B, D)`` and ``ŵ`` ``(C, D)`` with ``x_s·ŵ_c = scale·cos θ_c``, and the scale (float or ``(B,)``)."""
+        dtype = work_dtype(embeddings, self.weight)
+        x = embeddings.to(dtype)
+        w = self.weight.to(dtype)
+        w = w * w.norm(dim=1, keepdim=True).clamp_min(1e-12).reciprocal()  # F.normalize, one (C, D) pass fewer
+        if self.scale is None:  # ‖x‖·cos θ_c = x·ŵ_c
+            return x, w, x.norm(dim=1).clamp_min(torch.finfo(dtype).tiny)
+        # scale·x/‖x‖ as one multiply by a (B, 1) factor (cheaper backward than normalize, then scale)
+        return x * (self.scale / x.norm(dim=1, keepdim=True).clamp_min(1e-12)), w, self.scale
+
     def get_cosine(self, embeddings: Tensor) -> Tensor:
         """``(B, D) -> (B, C)`` cosines between embeddings and class weights (at least float32)."""
         dtype = work_dtype(embeddings, self.weight)
@@ -210,13 +256,8 @@ class MarginSoftmaxLoss(ClassLabelLoss):
         w = F.normalize(self.weight.to(dtype), dim=1)
         return (x @ w.T).to(dtype)  # an autocast matmul returns fp16/bf16: upcast again
 
-    def logit_scale(self, embeddings: Tensor) -> Tensor | float:
-        """The factor the cosines are multiplied by: ``scale`` (or a ``(B, 1)`` tensor, see SphereFace)."""
-        assert self.scale is not None
-        return self.scale
-
     def get_logits(self, embeddings: Tensor) -> Tensor:
-        """``(B, D) -> (B, C)`` class logits without margin (``scale · cos``), e.g. for closed-set classification.
+        """``(B, D) -> (B, C)`` class logits without margin (``scale · cos θ_c``), e.g. for closed-set classification.
 
         Raises:
             ValueError: if ``embeddings`` is not ``(B, embedding_dim)``.
@@ -224,22 +265,19 @@ class MarginSoftmaxLoss(ClassLabelLoss):
         """
         check_embeddings(embeddings)
         self.check_embedding_dim(embeddings)
-        cos = self.get_cosine(embeddings)
-        return cos * self.logit_scale(embeddings)
+        x_s, w, _ = self._scaled(embeddings)
+        return (x_s @ w.T).to(x_s.dtype)
 
     def target_cosine(self, cos_target: Tensor) -> Tensor:
         """``(N,) -> (N,)`` the margin-modified cosine of each sample's own class."""
         raise NotImplementedError
 
     def per_sample_terms(self, embeddings: Tensor, labels: Tensor) -> Tensor:
-        cos = self.get_cosine(embeddings)
-        scale = self.logit_scale(embeddings)
-        rows = torch.arange(labels.shape[0], device=labels.device)
-        target = self.target_cosine(cos[rows, labels])
-        logits = cos * scale
-        target_scale = scale[:, 0] if isinstance(scale, Tensor) else scale
-        logits.index_put_((rows, labels), target * target_scale)  # in place: no second (B, C) copy
-        return F.cross_entropy(logits, labels, reduction="none")
+        x_s, w, scale = self._scaled(embeddings)
+        logits = (x_s @ w.T).to(x_s.dtype)  # (B, C) scale·cos; an autocast matmul is upcast again
+        cos_target = (x_s * w[labels]).sum(dim=1) / scale  # (B,) in full precision
+        target = self.target_cosine(cos_target) * scale
+        return _TargetReplacedCrossEntropy.apply(logits, labels, target)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, scale={self.scale}"

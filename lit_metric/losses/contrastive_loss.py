@@ -90,15 +90,33 @@ class ContrastiveLoss(MetricLoss):
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         mat = self.distance.pairwise(inputs.embeddings, inputs.ref_emb)
         if inputs.indices_tuple is None:
-            pos_mask, neg_mask = inputs.masks()
-            pos_values, neg_values = mat[pos_mask], mat[neg_mask]
+            loss = self._all_pairs(inputs, mat)
         else:
             pairs = inputs.indices_tuple
             a1, p, a2, n = triplets_to_pairs(*pairs) if len(pairs) == 3 else pairs
-            pos_values, neg_values = mat[a1, p], mat[a2, n]
-        # both reductions are always issued, in this order (the distributed protocol needs it)
-        loss = self.reduce(self.pos_terms(pos_values)) + self.reduce(self.neg_terms(neg_values))
-        return loss + self.zero(inputs)
+            # both reductions are always issued, in this order (the distributed protocol needs it)
+            loss = self.reduce(self.pos_terms(mat[a1, p])) + self.reduce(self.neg_terms(mat[a2, n]))
+        return (loss + self.zero(inputs)).to(inputs.embeddings.dtype)
+
+    def _all_pairs(self, inputs: LossInputs, mat: Tensor) -> Tensor:
+        """Every pair, in few passes over the (B, N) matrix: the few same-label entries (positives and self
+        pairs) are gathered; the negative term is summed over the whole matrix minus those entries."""
+        labels, ref_labels = inputs.labels, inputs.ref_labels
+        if labels is None or ref_labels is None:  # prepare() has checked
+            raise ValueError(f"Expected argument `labels` for {type(self).__name__}, but got None.")
+        acc = torch.promote_types(mat.dtype, torch.float32)  # sums of many half-precision terms overflow
+        rows, cols = (labels.unsqueeze(1) == ref_labels.unsqueeze(0)).nonzero(as_tuple=True)
+        same_values = mat[rows, cols]
+        if inputs.self_index is not None:
+            not_self = cols != inputs.self_index[rows]
+            pos = self.reduce(self.pos_terms(same_values[not_self]).to(acc))
+        else:
+            pos = self.reduce(self.pos_terms(same_values).to(acc))
+        neg_all, neg_same = self.neg_terms(mat), self.neg_terms(same_values)
+        total = neg_all.sum(dtype=acc) - neg_same.sum(dtype=acc)
+        count = mat.numel() - rows.numel()
+        nonzero = torch.count_nonzero(neg_all) - torch.count_nonzero(neg_same)
+        return pos + self.reduce_total(total, count, nonzero)
 
     def extra_repr(self) -> str:
         return (

@@ -100,7 +100,8 @@ class SiameseBCELoss(MetricLoss):
             loss = 0.5 * (self.reduce(pos_terms) + self.reduce(neg_terms))
         else:
             loss = self.reduce(torch.cat([pos_terms, neg_terms]))
-        return loss + self.zero(inputs) + 0.0 * (self.weight.sum() + self.bias)
+        # keep the parameters in the graph (zero gradients) even when there is no pair
+        return loss + self.zero(inputs) + 0.0 * (self.weight.sum() + self.bias).to(loss.dtype)
 
     def extra_repr(self) -> str:
         return f"embedding_dim={self.embedding_dim}, balanced={self.balanced}, reduction={self.reduction!r}"

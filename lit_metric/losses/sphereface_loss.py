@@ -6,12 +6,7 @@ import torch
 from torch import Tensor
 
 from lit_metric._validation import check_int
-from lit_metric.losses._margin_softmax import (
-    MarginSoftmaxLoss,
-    check_number,
-    margin_target_cosine,
-    work_dtype,
-)
+from lit_metric.losses._margin_softmax import MarginSoftmaxLoss, check_number, margin_target_cosine
 from lit_metric.losses.base import LossInputs, Reduction
 
 __all__ = ["SphereFaceLoss"]
@@ -109,11 +104,6 @@ class SphereFaceLoss(MarginSoftmaxLoss):
             return 0.0
         t = int(self.iteration)
         return max(self.lambda_min, self.lambda_base * (1.0 + self.lambda_gamma * t) ** (-self.lambda_power))
-
-    def logit_scale(self, embeddings: Tensor) -> Tensor | float:
-        if self.scale is not None:
-            return self.scale
-        return embeddings.to(work_dtype(embeddings, self.weight)).norm(dim=1, keepdim=True)
 
     def target_cosine(self, cos_target: Tensor) -> Tensor:
         psi = margin_target_cosine(cos_target, m1=float(self.margin))

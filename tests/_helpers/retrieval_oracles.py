@@ -145,5 +145,7 @@ def lake_points(image: np.ndarray) -> np.ndarray:
 
 def modified_hausdorff(a: np.ndarray, b: np.ndarray) -> float:
     """Modified Hausdorff distance (Dubuisson & Jain 1994): max of the mean nearest-point distances both ways."""
-    d = np.sqrt(((a[:, None, :] - b[None, :, :]) ** 2).sum(-1))
+    from scipy.spatial.distance import cdist
+
+    d = cdist(a, b)  # Euclidean distances between all points
     return float(max(d.min(1).mean(), d.min(0).mean()))

@@ -65,8 +65,8 @@ def test_mined_pairs_match_the_oracle_on_those_pairs() -> None:
     emb, labels = _batch(6)
     loss = _loss(4)
     pairs = (torch.tensor([0, 3]), torch.tensor([3, 0]), torch.tensor([0, 1, 2]), torch.tensor([1, 2, 3]))
-    z_pos = [loss.weight @ (emb[i] - emb[j]).abs() + loss.bias for i, j in [(0, 3), (3, 0)]]
-    z_neg = [loss.weight @ (emb[i] - emb[j]).abs() + loss.bias for i, j in [(0, 1), (1, 2), (2, 3)]]
+    z_pos = [loss.weight.detach() @ (emb[i] - emb[j]).abs() + loss.bias.detach() for i, j in [(0, 3), (3, 0)]]
+    z_neg = [loss.weight.detach() @ (emb[i] - emb[j]).abs() + loss.bias.detach() for i, j in [(0, 1), (1, 2), (2, 3)]]
     expected = (sum(math.log1p(math.exp(-float(z))) for z in z_pos) + sum(math.log1p(math.exp(float(z))) for z in z_neg)) / 5
     assert loss(emb, labels, pairs).item() == pytest.approx(expected, rel=1e-10)
     # triplets are split into unique pairs

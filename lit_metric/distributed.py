@@ -249,7 +249,9 @@ def reduce_mean(total: Tensor, count: Tensor | int | float) -> Tensor:
 
     Example:
         >>> import torch
-        >>> reduce_mean(torch.tensor(3.0), 0)  # an empty batch: zero, not NaN
+        >>> reduce_mean(torch.tensor(6.0), 4)
+        tensor(1.5000)
+        >>> reduce_mean(torch.zeros(0).sum(), 0)  # an empty batch: zero, not NaN
         tensor(0.)
     """
     if global_reduction_active():

@@ -39,7 +39,7 @@ def test_print_config_and_console_script(tmp_path: Path) -> None:
         cwd=tmp_path,
         check=True,
     ).stdout
-    assert "lit_metric.losses.TripletMarginLoss" in out and "strategy: semihard" in out
+    assert "lit_metric.losses.TripletMarginLoss" in out and "margin: 0.1" in out
     mod = subprocess.run(
         [sys.executable, "-m", "lit_metric", "--help"], capture_output=True, text=True, cwd=tmp_path, check=True
     )
@@ -54,6 +54,7 @@ def test_unknown_class_path_lists_choices(tmp_path: Path) -> None:
             "fit",
             "--config",
             str(REPO / "configs" / "digits_triplet.yaml"),
+            "--model.init_args.miner=lit_metric.miners.TripletMiner",
             "--model.init_args.miner.init_args.strategy=hardest",
             "--trainer.fast_dev_run=true",
         ],

@@ -103,3 +103,30 @@ def test_backbones_and_head() -> None:
     assert head(torch.randn(4, 10)).shape == (4, 3)
     with pytest.raises(ValueError, match=r"\(B, C, H, W\)"):
         ConvNet()(torch.randn(2, 8))
+
+
+def test_retrieval_report_prints_three_rows(capsys: pytest.CaptureFixture[str]) -> None:
+    from lit_metric.callbacks import RetrievalReport
+
+    report = RetrievalReport(k=(1, 2))
+    model = _module()
+    _trainer(max_steps=2, callbacks=[report], num_sanity_val_steps=0, limit_val_batches=1).fit(
+        model, DigitsDataModule(p=5, k=4, batches_per_epoch=2)
+    )
+    assert list(report.results) == ["raw inputs", "untrained network", "trained embeddings"]
+    assert all(0 <= v <= 1 for row in report.results.values() for v in row.values())
+    out = capsys.readouterr().out
+    assert "R@1" in out and "raw inputs" in out and "trained embeddings" in out
+
+
+def test_digits_augmentation_shifts_by_at_most_one_pixel() -> None:
+    from lit_metric.data.digits import random_shift
+
+    x = torch.zeros(1, 8, 8)
+    x[0, 4, 4] = 1.0
+    seen = set()
+    for _ in range(200):
+        y = random_shift(x)
+        (r, c) = (y[0] == 1).nonzero()[0].tolist()
+        seen.add((r - 4, c - 4))
+    assert seen == {(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)}

@@ -140,8 +140,8 @@ class RetrievalGrid(L.Callback):
                 ok = bool(correct[r, c - 1])
                 _show(axes[r, c], images[n], _RIGHT if ok else _WRONG, f"{c}: {int(labels[n])}")
         fig.suptitle(
-            f"Top-{neighbours.shape[1]} neighbours of {rows} validation queries (green = same class, red = other) — "
-            f"epoch {trainer.current_epoch}",
+            f"Top-{neighbours.shape[1]} neighbours of {rows} validation queries, epoch {trainer.current_epoch}\n"
+            "green = same class, red = other class",
             fontsize="small",
         )
         fig.tight_layout()

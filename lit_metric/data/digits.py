@@ -11,7 +11,16 @@ from torch.utils.data import DataLoader
 from lit_metric.data.datasets import TensorImageDataset
 from lit_metric.data.samplers import PKSampler, disable_sampler_injection, distributed_eval_sampler
 
-__all__ = ["DigitsDataModule"]
+__all__ = ["DigitsDataModule", "random_shift"]
+
+
+def random_shift(x: torch.Tensor, max_shift: int = 1) -> torch.Tensor:
+    """Translate a ``(C, H, W)`` image by a random integer offset in ``[-max_shift, max_shift]`` (zero fill)."""
+    dy, dx = torch.randint(-max_shift, max_shift + 1, (2,)).tolist()
+    m = max_shift
+    padded = torch.nn.functional.pad(x, (m, m, m, m))
+    h, w = x.shape[-2:]
+    return padded[..., m + dy : m + dy + h, m + dx : m + dx + w]
 
 
 class DigitsDataModule(L.LightningDataModule):
@@ -34,6 +43,7 @@ class DigitsDataModule(L.LightningDataModule):
         eval_batch_size: batch size of validation/test/predict loaders.
         seed: sampler seed.
         num_workers: DataLoader workers.
+        augment: shift training images by a random -1, 0 or +1 pixel in each direction (zero padding).
     """
 
     def __init__(
@@ -45,6 +55,7 @@ class DigitsDataModule(L.LightningDataModule):
         eval_batch_size: int = 256,
         seed: int = 0,
         num_workers: int = 0,
+        augment: bool = False,
     ) -> None:
         super().__init__()
         self.p, self.k = p, k
@@ -53,6 +64,7 @@ class DigitsDataModule(L.LightningDataModule):
         self.eval_batch_size = eval_batch_size
         self.seed = seed
         self.num_workers = num_workers
+        self.augment = augment
         self.train_set: TensorImageDataset | None = None
         self.eval_set: TensorImageDataset | None = None
 
@@ -67,7 +79,7 @@ class DigitsDataModule(L.LightningDataModule):
         images = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1) / 16.0
         labels = torch.tensor(digits.target, dtype=torch.long)
         is_train = torch.isin(labels, torch.tensor(self.train_classes))
-        self.train_set = TensorImageDataset(images[is_train], labels[is_train])
+        self.train_set = TensorImageDataset(images[is_train], labels[is_train], random_shift if self.augment else None)
         self.eval_set = TensorImageDataset(images[~is_train], labels[~is_train])
 
     def train_dataloader(self) -> DataLoader:

@@ -190,12 +190,13 @@ class _TargetReplacedCrossEntropy(torch.autograd.Function):
     Equals ``F.cross_entropy(logits.index_put((rows, labels), target), labels, reduction="none")`` but
     keeps a single ``(B, C)`` buffer (the softmax) for the backward: ``∂/∂logits = p`` off the label
     column (0 on it, where ``logits`` is not used) and ``∂/∂target = p_y − 1``, times the incoming grad.
+    ``logits`` is overwritten with the softmax (callers pass a temporary that nothing else holds).
     """
 
     @staticmethod
     def forward(ctx, logits: Tensor, labels: Tensor, target: Tensor) -> Tensor:  # type: ignore[override]
         rows = torch.arange(labels.shape[0], device=labels.device)
-        p = logits.clone(memory_format=torch.contiguous_format)
+        p = logits if logits.is_contiguous() else logits.contiguous()
         p[rows, labels] = target
         top = p.amax(dim=1, keepdim=True)
         p.sub_(top).exp_()
@@ -274,7 +275,8 @@ class MarginSoftmaxLoss(ClassLabelLoss):
 
     def per_sample_terms(self, embeddings: Tensor, labels: Tensor) -> Tensor:
         x_s, w, scale = self._scaled(embeddings)
-        logits = (x_s @ w.T).to(x_s.dtype)  # (B, C) scale·cos; an autocast matmul is upcast again
+        # (B, C) scale·cos (an autocast matmul is upcast again); a temporary the fused CE overwrites
+        logits = (x_s @ w.T).to(x_s.dtype)
         cos_target = (x_s * w[labels]).sum(dim=1) / scale  # (B,) in full precision
         target = self.target_cosine(cos_target) * scale
         return _TargetReplacedCrossEntropy.apply(logits, labels, target)

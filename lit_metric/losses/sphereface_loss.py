@@ -95,6 +95,7 @@ class SphereFaceLoss(MarginSoftmaxLoss):
                 "Expected arguments `lambda_base`, `lambda_gamma` and `lambda_min` to be >= 0, but got "
                 f"{self.lambda_base}, {self.lambda_gamma} and {self.lambda_min}."
             )
+        self.iteration: Tensor
         #: training forward passes so far (drives the λ schedule; saved in checkpoints)
         self.register_buffer("iteration", torch.zeros((), dtype=torch.long))
 
@@ -115,7 +116,7 @@ class SphereFaceLoss(MarginSoftmaxLoss):
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         out = super().compute_loss(inputs)
         if self.training and torch.is_grad_enabled():
-            self.iteration += 1
+            self.iteration.add_(1)
         return out
 
     def extra_repr(self) -> str:

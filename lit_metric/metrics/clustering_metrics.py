@@ -10,7 +10,7 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_metric._validation import check_choice, check_embeddings, check_int, check_labels
-from lit_metric.metrics.retrieval_metrics import canonical_order
+from lit_metric.metrics.retrieval_metrics import canonical_order, has_entries
 
 __all__ = ["ClusteringMetrics", "cluster_scores"]
 
@@ -108,7 +108,7 @@ class ClusteringMetrics(Metric):
         self.indices.append(indices.detach().long().to(labels.device))
 
     def compute(self) -> dict[str, Tensor]:
-        if not self.embeddings:
+        if not has_entries(self.embeddings):
             raise RuntimeError("ClusteringMetrics.compute() called before any update().")
         emb, labels = canonical_order(dim_zero_cat(self.indices), dim_zero_cat(self.embeddings), dim_zero_cat(self.labels))
         return cluster_scores(emb, labels, self.n_init, self.max_iter, self.seed, self.average_method)  # type: ignore[arg-type]

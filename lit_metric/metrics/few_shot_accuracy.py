@@ -12,7 +12,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lit_metric._validation import check_choice, check_embeddings, check_int, check_labels
 from lit_metric.distances import BaseDistance, CosineSimilarity
 from lit_metric.functional.retrieval import few_shot_accuracy
-from lit_metric.metrics.retrieval_metrics import canonical_order
+from lit_metric.metrics.retrieval_metrics import canonical_order, has_entries
 
 __all__ = ["FewShotAccuracy"]
 
@@ -98,7 +98,7 @@ class FewShotAccuracy(Metric):
         self.indices.append(indices.detach().long().to(labels.device))
 
     def compute(self) -> dict[str, Tensor]:
-        if not self.embeddings:
+        if not has_entries(self.embeddings):
             raise RuntimeError("FewShotAccuracy.compute() called before any update().")
         emb, labels = canonical_order(dim_zero_cat(self.indices), dim_zero_cat(self.embeddings), dim_zero_cat(self.labels))
         acc, ci = few_shot_accuracy(

@@ -21,7 +21,7 @@ from lit_metric.functional.retrieval import (
 )
 from lit_metric.metrics.recall_at_k import deduplicate_by_index
 
-__all__ = ["RetrievalMetrics", "canonical_order", "check_mask"]
+__all__ = ["RetrievalMetrics", "canonical_order", "check_mask", "has_entries"]
 
 
 def canonical_order(indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
@@ -33,6 +33,11 @@ def canonical_order(indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
     kept = deduplicate_by_index(indices, indices, *tensors)
     order = torch.argsort(kept[0])
     return tuple(t[order] for t in kept[1:])
+
+
+def has_entries(state: list[Tensor] | Tensor) -> bool:
+    """Whether a ``cat`` state holds anything: a list of batches before a DDP sync, a tensor after it."""
+    return state.numel() > 0 if isinstance(state, Tensor) else len(state) > 0
 
 
 def check_mask(mask: object, n: int, name: str) -> Tensor:
@@ -166,7 +171,7 @@ class RetrievalMetrics(Metric):
         self.gallery_mask.append(is_gallery.to(device=labels.device, dtype=torch.uint8))
 
     def compute(self) -> dict[str, Tensor]:
-        if not self.embeddings:
+        if not has_entries(self.embeddings):
             raise RuntimeError("RetrievalMetrics.compute() called before any update().")
         emb, labels, is_query, is_gallery = canonical_order(
             dim_zero_cat(self.indices),

@@ -12,7 +12,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lit_metric._validation import check_embeddings, check_int, check_labels
 from lit_metric.distances import BaseDistance, CosineSimilarity
 from lit_metric.functional.retrieval import _check_far, pair_verification_metrics, verification_metrics
-from lit_metric.metrics.retrieval_metrics import canonical_order, check_mask
+from lit_metric.metrics.retrieval_metrics import canonical_order, has_entries, check_mask
 
 __all__ = ["VerificationMetrics", "verify_pairs"]
 
@@ -116,7 +116,7 @@ class VerificationMetrics(Metric):
                 raise ValueError("Expected `is_same` only with `pair_embeddings`, but got `is_same` alone.")
             if labels is None:
                 raise ValueError("Expected argument `labels` (all-pairs mode) or `pair_embeddings` + `is_same`.")
-            if self.pair_scores:
+            if has_entries(self.pair_scores):
                 raise ValueError("Expected one input form per accumulation, but got all-pairs after pair-list updates.")
             check_labels(labels, n)
             self.embeddings.append(embeddings.detach())
@@ -134,7 +134,7 @@ class VerificationMetrics(Metric):
         if is_same is None:
             raise ValueError("Expected argument `is_same` with `pair_embeddings`, but got None.")
         check_mask(is_same, n, "is_same")
-        if self.embeddings:
+        if has_entries(self.embeddings):
             raise ValueError("Expected one input form per accumulation, but got pair-list after all-pairs updates.")
         scores = self.distance.rowwise(embeddings.detach(), pair_embeddings.detach())
         self.pair_scores.append(scores)
@@ -143,12 +143,12 @@ class VerificationMetrics(Metric):
         self.pair_indices.append(idx.detach().long().to(scores.device))
 
     def compute(self) -> dict[str, Tensor]:
-        if self.embeddings:
+        if has_entries(self.embeddings):
             emb, labels = canonical_order(
                 dim_zero_cat(self.indices), dim_zero_cat(self.embeddings), dim_zero_cat(self.labels)
             )
             return verification_metrics(emb, labels, distance=self.distance, far=self.far, chunk_size=self.chunk_size)
-        if self.pair_scores:
+        if has_entries(self.pair_scores):
             scores, same = canonical_order(
                 dim_zero_cat(self.pair_indices), dim_zero_cat(self.pair_scores), dim_zero_cat(self.pair_same)
             )

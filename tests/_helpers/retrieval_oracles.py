@@ -145,7 +145,8 @@ def lake_points(image: np.ndarray) -> np.ndarray:
 
 def modified_hausdorff(a: np.ndarray, b: np.ndarray) -> float:
     """Modified Hausdorff distance (Dubuisson & Jain 1994): max of the mean nearest-point distances both ways."""
-    from scipy.spatial.distance import cdist
+    from scipy.spatial import cKDTree
 
-    d = cdist(a, b)  # Euclidean distances between all points
-    return float(max(d.min(1).mean(), d.min(0).mean()))
+    a_to_b = cKDTree(b).query(a)[0]  # distance of each point of a to its nearest point of b
+    b_to_a = cKDTree(a).query(b)[0]
+    return float(max(a_to_b.mean(), b_to_a.mean()))

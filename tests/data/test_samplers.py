@@ -38,7 +38,7 @@ def test_ranks_are_disjoint_and_together_equal_one_process() -> None:
 
 
 def test_small_classes_sampled_with_replacement_and_errors() -> None:
-    labels = torch.tensor([0, 0, 1, 1, 1, 2])
+    labels = torch.tensor([0, 0, 1, 1, 1, 2] + [1] * 8)  # classes 0 and 2 are smaller than k
     batch = next(iter(PKSampler(labels, p=3, k=4, num_batches=1)))
     assert len(batch) == 12
     with pytest.raises(ValueError, match="classes"):

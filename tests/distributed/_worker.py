@@ -299,7 +299,30 @@ def _memory_bank(rank: int, world: int) -> dict[str, Any]:
     return {"bank": bank.bank.clone(), "queue": queue.negatives().clone()}
 
 
+def _datamodule(rank: int, world: int) -> dict[str, Any]:
+    """What DigitsDataModule builds under a process group: self-sharding P×K loader, sharded eval loaders."""
+    from lit_metric.data import DigitsDataModule
+
+    dm = DigitsDataModule(p=2, k=4, batches_per_epoch=3)
+    dm.setup("fit")
+    train = dm.train_dataloader()
+    batches = {epoch: [] for epoch in (0, 1)}
+    for epoch in batches:
+        train.batch_sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        batches[epoch] = [list(b) for b in train.batch_sampler]  # type: ignore[union-attr]
+    return {
+        "train_rank": train.batch_sampler.rank,  # type: ignore[union-attr]
+        "train_world": train.batch_sampler.world_size,  # type: ignore[union-attr]
+        "batches": batches,
+        "val_sampler": type(dm.val_dataloader().sampler).__name__,
+        "val_indices": list(dm.val_dataloader().sampler),
+        "predict_sampler": type(dm.predict_dataloader().sampler).__name__,
+        "predict_indices": list(dm.predict_dataloader().sampler),
+    }
+
+
 JOBS = {
+    "datamodule": _datamodule,
     "protocol": _protocol,
     "uneven": _uneven,
     "metrics": _metrics,

@@ -116,3 +116,16 @@ def test_errors() -> None:
     loss = CombinedMarginLoss(3, 4)
     with pytest.raises(ValueError, match=r"class ids in \[0, 3\).*\[0, 9\]"):
         loss(torch.randn(2, 4), torch.tensor([9, 0]))
+    with pytest.raises(ValueError, match="to have 4 columns"):
+        loss(torch.randn(2, 8), torch.tensor([1, 0]))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("m1,m2,m3", [(1.5, 0.2, 0.1), (4.0, 0.0, 0.0), (1.0, 0.5, 0.0), (2.0, 0.3, 0.0)])
+def test_cos_at_plus_minus_one_has_finite_grads(dtype: torch.dtype, m1: float, m2: float, m3: float) -> None:
+    loss = CombinedMarginLoss(3, 4, m1=m1, m2=m2, m3=m3, scale=64.0).to(dtype)
+    w = torch.nn.functional.normalize(loss.weight.detach(), dim=1)
+    emb = torch.cat([w, -w, torch.zeros(1, 4, dtype=dtype)]).requires_grad_()
+    out = loss(emb, torch.tensor([0, 1, 2, 0, 1, 2, 0]))
+    out.backward()
+    assert torch.isfinite(out) and torch.isfinite(emb.grad).all() and torch.isfinite(loss.weight.grad).all()

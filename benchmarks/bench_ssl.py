@@ -1,0 +1,148 @@
+"""Self-supervised losses: speed and memory, ours vs the peers, one process, same inputs.
+
+    python benchmarks/bench_ssl.py [--threads 2] [--batch 256] [--dim 128]
+
+1. InfoNCE (NT-Xent), B instances = 2B views, D dims, forward + backward:
+   * ours: ``lit_metric.losses.InfoNCELoss(τ)``;
+   * the floor: the minimal hand-written computation on the same (2B)×(2B) logits — normalise, one matmul,
+     self entries masked, ``F.cross_entropy`` (mask and targets prebuilt, not timed); also ``F.cross_entropy``
+     alone on precomputed logits;
+   * lightly ``NTXentLoss(τ)`` and PML ``SelfSupervisedLoss(NTXentLoss(τ))`` (PML builds a
+     (pos pairs × neg pairs) matrix: O(B³)).
+   Memory: bytes of the tensors autograd saves for backward (deduplicated by storage), the memory a
+   training step holds between forward and backward; printed for B and 2B to show the growth (×4 = O(B²)).
+2. MemoryBankNCE: one training step (forward, backward, bank update) with a 60,000 × 128 bank and 4,096
+   noise samples, NCE and exact (full softmax) modes.
+
+Timings are medians over repeats; on a shared machine they are noisy — compare ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+
+from lit_metric.losses import InfoNCELoss, MemoryBankNCELoss
+
+
+def median_time(fn: Callable[[], object], repeats: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def saved_bytes(fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct storages autograd keeps for backward while building ``fn()``'s graph."""
+    storages: dict[int, int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        storages[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = fn()
+    del out
+    return sum(storages.values())
+
+
+def info_nce_section(b: int, d: int, tau: float, repeats: int) -> None:
+    g = torch.Generator().manual_seed(0)
+    z_a = torch.randn(b, d, generator=g).requires_grad_(True)
+    z_b = torch.randn(b, d, generator=g).requires_grad_(True)
+    ours = InfoNCELoss(temperature=tau)
+    eye = torch.eye(2 * b, dtype=torch.bool)
+    target = torch.cat([torch.arange(b) + b, torch.arange(b)])
+
+    def floor_loss(a: torch.Tensor = z_a, c: torch.Tensor = z_b) -> torch.Tensor:
+        z = F.normalize(torch.cat([a, c]), dim=1)
+        logits = (z @ z.T / tau).masked_fill(eye, float("-inf"))
+        return F.cross_entropy(logits, target)
+
+    with torch.no_grad():
+        zn = F.normalize(torch.cat([z_a, z_b]), dim=1)
+        fixed_logits = (zn @ zn.T / tau).masked_fill(eye, float("-inf"))
+    fixed_logits.requires_grad_(True)
+
+    from lightly.loss import NTXentLoss as LightlyNTXent
+    from pytorch_metric_learning.losses import NTXentLoss as PMLNTXent
+    from pytorch_metric_learning.losses import SelfSupervisedLoss
+
+    lightly_loss = LightlyNTXent(temperature=tau)
+    pml_loss = SelfSupervisedLoss(PMLNTXent(temperature=tau))
+
+    candidates: dict[str, Callable[[], torch.Tensor]] = {
+        "lit_metric InfoNCELoss": lambda: ours(z_a, z_b),
+        "floor: normalise+matmul+mask+CE": floor_loss,
+        "F.cross_entropy on given logits": lambda: F.cross_entropy(fixed_logits, target),
+        "lightly NTXentLoss": lambda: lightly_loss(z_a, z_b),
+        "PML SelfSupervisedLoss(NTXent)": lambda: pml_loss(z_a, z_b),
+    }
+    values = {name: float(fn()) for name, fn in candidates.items() if "given logits" not in name}
+    spread = max(values.values()) - min(values.values())
+    print(f"\nInfoNCE  B={b} ({2 * b} views), D={d}, tau={tau}: loss values agree to {spread:.1e}")
+    print(f"{'implementation':36s} {'fwd+bwd ms':>11s} {'vs floor':>9s} {'saved MB (B)':>13s} {'saved MB (2B)':>14s}")
+    results = {}
+    for name, fn in candidates.items():
+        reps = max(3, repeats // 10) if name.startswith("PML") else repeats
+
+        def step(fn: Callable[[], torch.Tensor] = fn) -> None:
+            fn().backward()
+
+        results[name] = median_time(step, reps)
+    floor = results["floor: normalise+matmul+mask+CE"]
+    z2a, z2b = torch.randn(2 * b, d).requires_grad_(True), torch.randn(2 * b, d).requires_grad_(True)
+    mem_fns_2b: dict[str, Callable[[], torch.Tensor]] = {
+        "lit_metric InfoNCELoss": lambda: ours(z2a, z2b),
+        "lightly NTXentLoss": lambda: lightly_loss(z2a, z2b),
+        "PML SelfSupervisedLoss(NTXent)": lambda: pml_loss(z2a, z2b),
+    }
+    for name, fn in candidates.items():
+        mem_b = saved_bytes(fn) / 2**20
+        mem_2b = f"{saved_bytes(mem_fns_2b[name]) / 2**20:14.1f}" if name in mem_fns_2b else f"{'':14s}"
+        print(f"{name:36s} {1e3 * results[name]:11.2f} {results[name] / floor:8.2f}x {mem_b:13.1f} {mem_2b}")
+    pml = results["PML SelfSupervisedLoss(NTXent)"]
+    ours_t = results["lit_metric InfoNCELoss"]
+    print(f"ours vs PML: {pml / ours_t:.0f}x faster; ours vs floor: {ours_t / floor:.2f}x")
+
+
+def memory_bank_section(n: int, d: int, b: int, m: int, repeats: int) -> None:
+    print(f"\nMemoryBankNCELoss step (forward + backward + bank update): bank {n} x {d}, B={b}, {m} noise samples")
+    for exact in (False, True):
+        loss_fn = MemoryBankNCELoss(n, d, num_negatives=m, exact=exact)
+        x = torch.randn(b, d, requires_grad=True)
+        idx = torch.randint(n, (b,))
+
+        def step() -> None:
+            loss_fn(x, idx).backward()
+
+        t = median_time(step, repeats)
+        print(f"  {'exact softmax' if exact else 'NCE':14s} {1e3 * t:8.2f} ms/step  saved MB {saved_bytes(lambda: loss_fn(x, idx, update=False)) / 2**20:.1f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--dim", type=int, default=128)
+    parser.add_argument("--tau", type=float, default=0.1)
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU")
+    info_nce_section(args.batch, args.dim, args.tau, args.repeats)
+    memory_bank_section(60_000, 128, args.batch, 4096, max(5, args.repeats // 3))
+
+
+if __name__ == "__main__":
+    main()

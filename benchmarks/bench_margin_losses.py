@@ -1,6 +1,7 @@
 """Margin-based softmax losses, ours vs pytorch-metric-learning 2.9.0: forward+backward time and peak memory.
 
-    OMP_NUM_THREADS=2 python benchmarks/bench_margin_losses.py [--repeats 10] [--classes 1000]
+    OMP_NUM_THREADS=2 python benchmarks/bench_margin_losses.py [--repeats 20] [--classes 1000]
+        [--losses ArcFace CosFace SphereFace] [--batch-sizes 256 1024] [--dims 128 512]
 
 For ArcFace, CosFace and SphereFace at B ∈ {256, 1024}, D ∈ {128, 512}, C classes (default 1000), both
 implementations get the same float32 inputs (random, not normalised) and the same class weights (PML's
@@ -114,6 +115,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--classes", type=int, default=1000)
+    parser.add_argument("--losses", nargs="+", default=["ArcFace", "CosFace", "SphereFace"])
+    parser.add_argument("--batch-sizes", nargs="+", type=int, default=[256, 1024])
+    parser.add_argument("--dims", nargs="+", type=int, default=[128, 512])
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, C = {args.classes}, float32, CPU")
     print(
@@ -121,9 +125,9 @@ def main() -> None:
         "| ours peak (MiB) | PML peak (MiB) | rel. loss diff |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name in ("ArcFace", "CosFace", "SphereFace"):
-        for b in (256, 1024):
-            for d in (128, 512):
+    for name in args.losses:
+        for b in args.batch_sizes:
+            for d in args.dims:
                 r = bench(name, b, d, args.classes, args.repeats)
                 print(
                     f"| {name} | {b} | {d} | {r['ours_ms']:.2f} | {r['pml_ms']:.2f} | {r['pml_ms'] / r['ours_ms']:.2f} "

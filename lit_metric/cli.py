@@ -53,9 +53,10 @@ class MetricCLI(LightningCLI):
 
         from lit_metric.callbacks.embedding_writer import EmbeddingWriter
 
-        if not any(isinstance(cb, BasePredictionWriter) for cb in self.trainer.callbacks):
+        callbacks = self.trainer.callbacks  # type: ignore[attr-defined]
+        if not any(isinstance(cb, BasePredictionWriter) for cb in callbacks):
             path = Path(self.trainer.default_root_dir) / "embeddings.pt"
-            self.trainer.callbacks.append(EmbeddingWriter(str(path)))
+            callbacks.append(EmbeddingWriter(str(path)))
 
 
 def main(args: Sequence[str] | None = None) -> MetricCLI:

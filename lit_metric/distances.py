@@ -86,7 +86,8 @@ class EuclideanDistance(BaseDistance):
         return torch.nn.functional.normalize(x, dim=-1) if self.normalize else x
 
     def pairwise(self, x: Tensor, y: Tensor) -> Tensor:
-        return euclidean_distance_matrix(self._prep(x), self._prep(y), squared=self.squared)
+        xp = self._prep(x)
+        return euclidean_distance_matrix(xp, xp if y is x else self._prep(y), squared=self.squared)
 
     def rowwise(self, x: Tensor, y: Tensor) -> Tensor:
         sq = (self._prep(x) - self._prep(y)).pow(2).sum(-1)

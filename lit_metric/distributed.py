@@ -15,9 +15,10 @@ nothing to reduce (e.g. its miner found no triplet and the loss returned early) 
 pairs its next collective with another rank's count: every count all-reduce carries an "active"
 flag, and leaving the context drains — it keeps answering the other ranks' count all-reduces with a
 zero count until every rank has left.  A rank that skipped a reduction therefore contributes a zero
-count to it, which is exactly its share of the single-process computation.  The one rule for loss
+count to it, which is exactly its share of the single-process computation.  Rules for loss
 authors: on every rank, reductions are issued in the same order (a rank may stop early, never skip
-one in the middle and do a later one).
+one in the middle and do a later one), and any other collective (a loss that gathers by itself, the
+estimate of a normalising constant) is issued by every rank before a data-dependent early exit.
 """
 
 from __future__ import annotations
@@ -181,8 +182,9 @@ def _protocol_device() -> torch.device:
 
 def _count_all_reduce(count: Tensor) -> Tensor:
     """All-reduce ``[count, active=1]`` (float64: exact counts) under the drain protocol -> global count."""
-    buf = torch.stack([count.detach().reshape(()).to(torch.float64).cpu(), torch.ones((), dtype=torch.float64)])
-    buf = buf.to(_protocol_device())
+    device = _protocol_device()  # on NCCL the count stays on the GPU: no host synchronisation here
+    one = torch.ones((), dtype=torch.float64, device=device)
+    buf = torch.stack([count.detach().reshape(()).to(device=device, dtype=torch.float64), one])
     dist.all_reduce(buf, op=dist.ReduceOp.SUM)
     return buf[0]
 

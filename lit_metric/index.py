@@ -104,7 +104,7 @@ class EmbeddingIndex:
             raise TypeError(
                 f"Expected argument `distance` to be a lit_metric distance, but got {type(self.distance).__name__}."
             )
-        self.backend = check_choice(backend, "backend", ("torch", "faiss"))
+        self.backend: Literal["torch", "faiss"] = check_choice(backend, "backend", ("torch", "faiss"))  # type: ignore[assignment]
         if self.backend == "faiss":
             faiss_metric(self.distance)
         self.chunk_size = check_int(chunk_size, "chunk_size", 1)

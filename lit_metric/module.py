@@ -14,6 +14,7 @@ from lit_metric import distributed
 from lit_metric._validation import check_choice
 from lit_metric.backbones import EmbeddingHead, create_backbone
 from lit_metric.backbones import backbone_features as infer_backbone_features
+from lit_metric.checkpoint import ExactResume, check_state_dict
 from lit_metric.distances import BaseDistance
 from lit_metric.losses.base import MetricLoss
 from lit_metric.losses.triplet_margin_loss import TripletMarginLoss
@@ -74,6 +75,14 @@ class MetricLearningModule(L.LightningModule):
             the step, the loss, the offending parameter and the likely causes; ``"skip"`` drops that optimizer step
             (no parameter or optimizer-state update), counts it and logs ``train/skipped_steps``.  Either way a
             non-finite value never reaches the weights.  The check costs one host sync per step.
+
+    Checkpoints: a run resumed with ``ckpt_path`` continues exactly, also from a mid-epoch checkpoint
+    (:class:`~lit_metric.checkpoint.ExactResume`, added through :meth:`configure_callbacks`), and a checkpoint
+    that does not fit the model is rejected before any weight is copied (:meth:`on_load_checkpoint`).
+
+    Raises:
+        TypeError: if ``backbone`` or ``loss`` are not modules (or a timm name).
+        ValueError: if the loss has an ``embedding_dim`` (class weights, centers) other than ``embedding_dim``.
     """
 
     def __init__(
@@ -110,6 +119,12 @@ class MetricLearningModule(L.LightningModule):
         self.loss = loss if loss is not None else TripletMarginLoss(margin=0.2)
         if not isinstance(self.loss, nn.Module):
             raise TypeError(f"Expected argument `loss` to be a loss module, but got {type(self.loss).__name__}.")
+        loss_dim = getattr(self.loss, "embedding_dim", None)
+        if isinstance(loss_dim, int) and loss_dim != embedding_dim:
+            raise ValueError(
+                f"Expected the loss's `embedding_dim` to equal the model's, but got {type(self.loss).__name__}("
+                f"embedding_dim={loss_dim}) and embedding_dim={embedding_dim}. Set both to the same value."
+            )
         self.miner = miner
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
@@ -263,3 +278,22 @@ class MetricLearningModule(L.LightningModule):
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval}}
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def configure_callbacks(self) -> list[L.Callback]:
+        """:class:`~lit_metric.checkpoint.ExactResume`: ``ckpt_path`` resumes continue exactly (data position, RNG)."""
+        return [ExactResume()]
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["lit_metric"] = {"skipped_steps": self.skipped_steps}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Reject a checkpoint that does not fit this model (keys, shapes) before Lightning copies any weight."""
+        trainer = self._trainer
+        check_state_dict(
+            self,
+            checkpoint.get("state_dict", {}),
+            getattr(trainer, "ckpt_path", None),
+            strict=self.strict_loading if trainer is not None else False,
+        )
+        self.skipped_steps = int(checkpoint.get("lit_metric", {}).get("skipped_steps", 0))

@@ -14,6 +14,7 @@ from lit_metric import distributed
 from lit_metric._validation import check_choice, check_int
 from lit_metric.backbones import backbone_features as infer_backbone_features
 from lit_metric.backbones import create_backbone
+from lit_metric.checkpoint import ExactResume, check_state_dict
 from lit_metric.distances import BaseDistance
 from lit_metric.losses.info_nce_loss import InfoNCELoss
 from lit_metric.metrics.knn_accuracy import KNNAccuracy
@@ -102,9 +103,14 @@ class SelfSupervisedModule(L.LightningModule):
         knn_bank_dataloader_idx: validation loader whose batches fill the k-NN bank (None: leave-one-out).
         val_distance: retrieval measure of the validation metrics (default cosine).
 
+    Checkpoints: a run resumed with ``ckpt_path`` continues exactly, also from a mid-epoch checkpoint (data
+    order, augmentation, memory bank; :class:`~lit_metric.checkpoint.ExactResume`), and a checkpoint that does
+    not fit the model is rejected before any weight is copied.
+
     Raises:
         TypeError: if ``backbone``, ``projection_head`` or ``loss`` are not modules (or a timm name).
-        ValueError: on an unknown ``eval_embedding``.
+        ValueError: on an unknown ``eval_embedding``, or a loss whose ``embedding_dim`` (memory bank) differs from
+            the default projection head's ``embedding_dim``.
     """
 
     def __init__(
@@ -141,6 +147,7 @@ class SelfSupervisedModule(L.LightningModule):
             )
         self.backbone = backbone
         features = backbone_features if backbone_features is not None else infer_backbone_features(backbone)
+        default_head = projection_head is None
         if projection_head is None:
             from lightly.models.modules.heads import SimCLRProjectionHead
 
@@ -155,6 +162,13 @@ class SelfSupervisedModule(L.LightningModule):
         self.loss = loss if loss is not None else InfoNCELoss()
         if not isinstance(self.loss, nn.Module):
             raise TypeError(f"Expected argument `loss` to be a loss module, but got {type(self.loss).__name__}.")
+        loss_dim = getattr(self.loss, "embedding_dim", None)
+        if default_head and isinstance(loss_dim, int) and loss_dim != embedding_dim:
+            raise ValueError(
+                f"Expected the loss's `embedding_dim` to equal the projection head's output, but got "
+                f"{type(self.loss).__name__}(embedding_dim={loss_dim}) and embedding_dim={embedding_dim}. "
+                "Set both to the same value."
+            )
         self.optimizer_factory = optimizer
         self.lr_scheduler_factory = lr_scheduler
         self.lr_scheduler_interval = lr_scheduler_interval
@@ -280,3 +294,18 @@ class SelfSupervisedModule(L.LightningModule):
             return optimizer
         scheduler = self.lr_scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.lr_scheduler_interval}}
+
+    # --- checkpoints ----------------------------------------------------------------------------
+    def configure_callbacks(self) -> list[L.Callback]:
+        """:class:`~lit_metric.checkpoint.ExactResume`: ``ckpt_path`` resumes continue exactly (data position, RNG)."""
+        return [ExactResume()]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Reject a checkpoint that does not fit this model (keys, shapes) before Lightning copies any weight."""
+        trainer = self._trainer
+        check_state_dict(
+            self,
+            checkpoint.get("state_dict", {}),
+            getattr(trainer, "ckpt_path", None),
+            strict=self.strict_loading if trainer is not None else False,
+        )

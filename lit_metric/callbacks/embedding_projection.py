@@ -76,7 +76,7 @@ class EmbeddingProjection(L.Callback):
         key: str = "val/embedding_projection",
         seed: int = 0,
     ) -> None:
-        self.method = check_choice(method, "method", ("pca", "tsne"))
+        self.method: Literal["pca", "tsne"] = check_choice(method, "method", ("pca", "tsne"))  # type: ignore[assignment]
         self.every_n_epochs = check_int(every_n_epochs, "every_n_epochs", 1)
         self.max_points = check_int(max_points, "max_points", 3)
         self.max_legend = check_int(max_legend, "max_legend", 0)

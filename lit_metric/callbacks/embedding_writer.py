@@ -25,7 +25,7 @@ def write_embeddings(path: str | Path, data: dict[str, Tensor]) -> Path:
         torch.save(arrays, path)
     elif path.suffix == ".npz":
         path.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(path, **{name: t.numpy() for name, t in arrays.items()})
+        np.savez(path, **{name: t.numpy() for name, t in arrays.items()})  # type: ignore[arg-type]
     elif path.suffix == "":
         path.mkdir(parents=True, exist_ok=True)
         for name, t in arrays.items():

@@ -129,8 +129,8 @@ class Cars196DataModule(ImageFilesDataModule):
                 if not annos.is_file():
                     raise FileNotFoundError(f"{type(self).__name__}: expected {annos}. To fix it, {self.DATA_HELP}")
                 records = _load_mat(annos)["annotations"]
-                names = _column(records, "fname", annos)
-                paths += [data_dir / folder / str(n) for n in names]
+                fnames = _column(records, "fname", annos)
+                paths += [data_dir / folder / str(n) for n in fnames]
                 classes += [int(c) for c in _column(records, "class", annos)]
             meta = data_dir / "devkit" / "cars_meta.mat"
             class_names = _load_mat(meta).get("class_names") if meta.is_file() else None

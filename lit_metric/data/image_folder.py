@@ -174,7 +174,7 @@ class ImageFolderDataModule(ImageFilesDataModule):
         files = scan_class_folders(data_dir, self.extensions)
         if self.split == "none":
             return files, files
-        names = sorted(set(files.classes))
+        names = sorted({str(c) for c in files.classes})
         if self.train_classes is not None:
             unknown = sorted(set(self.train_classes) - set(names))
             if unknown:

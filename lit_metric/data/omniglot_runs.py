@@ -15,6 +15,7 @@ background set only.
 
 from __future__ import annotations
 
+import functools
 import io
 import zipfile
 from collections.abc import Callable
@@ -50,6 +51,10 @@ class OmniglotRun:
     answers: Tensor
 
 
+def _read_member(archive: zipfile.ZipFile, prefix: str, member: str) -> bytes:
+    return archive.read(prefix + member)
+
+
 def _open_runs(root: str | Path) -> tuple[Callable[[str], bytes], list[str]]:
     """A reader of member files and the list of members, from ``all_runs.zip``, a folder holding it, or an
     extracted ``all_runs/`` folder."""
@@ -60,7 +65,7 @@ def _open_runs(root: str | Path) -> tuple[Callable[[str], bytes], list[str]]:
             archive = zipfile.ZipFile(zpath)
             names = [n.rstrip("/") for n in archive.namelist()]
             prefix = "all_runs/" if any(n.startswith("all_runs/") for n in names) else ""
-            return (lambda member: archive.read(prefix + member)), [n[len(prefix) :] for n in names]
+            return functools.partial(_read_member, archive, prefix), [n[len(prefix) :] for n in names]
     folder = path / "all_runs" if (path / "all_runs").is_dir() else path
     if folder.is_dir() and any(folder.glob("run*/class_labels.txt")):
         names = [p.relative_to(folder).as_posix() for p in folder.rglob("*")]

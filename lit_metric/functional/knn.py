@@ -21,6 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["faiss_metric", "knn", "knn_chunks"]
 
 Backend = Literal["torch", "faiss"]
+#: queries per faiss search call at least (faiss blocks its own score buffer; only ``chunk × (k + 2)`` results are held)
+FAISS_MIN_CHUNK = 4096
 
 
 def knn(
@@ -88,35 +90,40 @@ def knn_chunks(
     if (query_labels is None) != (ref_labels is None):
         raise ValueError("Expected `query_labels` and `ref_labels` to be given together, but got only one.")
     searcher = _FaissSearcher(refs, distance) if backend == "faiss" else None
+    if searcher is not None:
+        chunk_size = max(chunk_size, FAISS_MIN_CHUNK)
     for start in range(0, queries.shape[0], chunk_size):
         q = queries[start : start + chunk_size]
         qi = None if query_ref_index is None else query_ref_index[start : start + chunk_size]
         ql = None if query_labels is None else query_labels[start : start + chunk_size]
         if searcher is None:
-            vals, idx, dis_chunk = _torch_candidates(q, refs, k, distance, qi)
+            vals, idx, raw_chunk = _torch_candidates(q, refs, k, distance, qi)
         else:
             vals, idx = searcher.search(q, k, qi)
-            dis_chunk = None
-        scores, idx = _finalize(q, refs, k, distance, qi, ql, ref_labels, vals, idx, dis_chunk)
+            raw_chunk = None
+        scores, idx = _finalize(q, refs, k, distance, qi, ql, ref_labels, vals, idx, raw_chunk)
         yield start, scores, idx
 
 
-def _self_excluded_dissimilarities(q: Tensor, refs: Tensor, distance: BaseDistance, qi: Tensor | None) -> Tensor:
-    dis = distance.to_dissimilarity(distance.pairwise(q, refs))  # (c, M): smaller = closer
+def _self_excluded_scores(q: Tensor, refs: Tensor, distance: BaseDistance, qi: Tensor | None) -> Tensor:
+    """``(c, M)`` values of the measure, the query's own entry set to the worst value (never retrieved)."""
+    raw = distance.pairwise(q, refs)
     if qi is not None:
         own = qi >= 0
         rows = torch.arange(q.shape[0], device=q.device)[own]
-        dis[rows, qi[own]] = float("inf")
-    return dis
+        raw[rows, qi[own]] = float(distance.to_dissimilarity(torch.tensor(float("inf"))))
+    return raw
 
 
 def _torch_candidates(
     q: Tensor, refs: Tensor, k: int, distance: BaseDistance, qi: Tensor | None
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Top ``k + 1`` dissimilarities (one extra to detect a tie cut by the boundary), sorted ascending."""
-    dis = _self_excluded_dissimilarities(q, refs, distance, qi)
-    vals, idx = torch.topk(dis, min(k + 1, refs.shape[0]), dim=1, largest=False, sorted=True)
-    return vals, idx, dis
+    """Top ``k + 1`` as ascending dissimilarities (one extra to detect a tie cut by the boundary), their ids, and
+    the chunk's raw scores.  Selecting on the raw values (largest first for a similarity) saves a pass over the
+    ``(c, M)`` matrix; only the ``(c, k + 1)`` winners are converted."""
+    raw = _self_excluded_scores(q, refs, distance, qi)
+    vals, idx = torch.topk(raw, min(k + 1, refs.shape[0]), dim=1, largest=distance.is_similarity, sorted=True)
+    return distance.to_dissimilarity(vals), idx, raw
 
 
 def _finalize(
@@ -129,7 +136,7 @@ def _finalize(
     ref_labels: Tensor | None,
     vals: Tensor,
     idx: Tensor,
-    dis_chunk: Tensor | None,
+    raw_chunk: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
     """Apply the tie rule to ``(c, >= k)`` ascending candidates; return ``(c, k)`` scores (measure units), ids."""
     if vals.shape[1] > k:
@@ -145,10 +152,12 @@ def _finalize(
             vals[rows], idx[rows] = _lexsort_rows(vals[rows], idx[rows], flag)
     if bool(cut.any()):
         rows = cut.nonzero(as_tuple=True)[0]
-        if dis_chunk is None:
-            dis_rows = _self_excluded_dissimilarities(q[rows], refs, distance, None if qi is None else qi[rows])
-        else:
-            dis_rows = dis_chunk[rows]
+        raw_rows = (
+            _self_excluded_scores(q[rows], refs, distance, None if qi is None else qi[rows])
+            if raw_chunk is None
+            else raw_chunk[rows]
+        )
+        dis_rows = distance.to_dissimilarity(raw_rows)
         positions = torch.arange(refs.shape[0], device=dis_rows.device).expand_as(dis_rows)
         flag = None if ql is None else _same_label(ql[rows].to(dis_rows.device), ref_labels, positions)
         full_vals, full_idx = _lexsort_rows(dis_rows, positions, flag)
@@ -202,8 +211,8 @@ class _FaissSearcher:
         extra = 1 if qi is not None and bool((qi >= 0).any()) else 0
         kf = min(k + 1 + extra, self.n_refs)
         raw, ids = self.index.search(self._prepare(q), kf)
-        raw_t = torch.from_numpy(raw).to(torch.float64)
-        ids_t = torch.from_numpy(ids).long()
+        raw_t = torch.from_numpy(raw)
+        ids_t = torch.from_numpy(ids)
         if self.kind == "l2":
             measure = raw_t.clamp_min(0) if getattr(self.distance, "squared", False) else raw_t.clamp_min(0).sqrt()
         else:
@@ -211,13 +220,13 @@ class _FaissSearcher:
         dis = self.distance.to_dissimilarity(measure)
         if extra:
             qi_cpu = qi.cpu()  # type: ignore[union-attr]
-            drop = ids_t == qi_cpu.unsqueeze(1)
-            missing = ~drop.any(1)  # self not among the results (not a reference, or lost in a tie): drop the last
-            drop[missing, -1] = True
-            keep = ~drop
-            dis = dis[keep].view(dis.shape[0], kf - 1)
-            ids_t = ids_t[keep].view(ids_t.shape[0], kf - 1)
-        return dis.to(device=q.device, dtype=q.dtype), ids_t.to(q.device)
+            is_self = ids_t == qi_cpu.unsqueeze(1)
+            # drop the query's own column; without it (not a reference, or lost in a tie) drop the last one
+            self_col = torch.where(is_self.any(1), is_self.to(torch.uint8).argmax(1), torch.full_like(qi_cpu, kf - 1))
+            cols = torch.arange(kf - 1).unsqueeze(0)
+            cols = cols + (cols >= self_col.unsqueeze(1)).long()
+            dis, ids_t = dis.gather(1, cols), ids_t.gather(1, cols)
+        return dis.to(device=q.device, dtype=q.dtype), ids_t.long().to(q.device)
 
 
 def faiss_metric(distance: BaseDistance) -> tuple[Literal["ip", "l2"], bool]:

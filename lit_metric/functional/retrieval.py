@@ -454,7 +454,7 @@ def few_shot_accuracy(
     # the episodes' own scores: vectorised, with at most ~2**18 scores per batch
     batch = max(1, min(episodes, int((2**18 / (n_q * n_s)) ** 0.5)))
     truth = torch.arange(n_way).repeat_interleave(n_query).to(embeddings.device)
-    episode_acc = []
+    per_episode: list[Tensor] = []
     for e0 in range(0, episodes, batch):
         eb = min(batch, episodes - e0)
         classes = torch.rand(eb, eligible.numel(), generator=gen).argsort(1)[:, :n_way]  # (eb, n_way)
@@ -472,8 +472,8 @@ def few_shot_accuracy(
         dis = dis.reshape(eb, n_q, n_way, -1).amin(-1)  # nearest support item (or prototype) of each class
         own = dis.gather(2, truth.view(1, -1, 1).expand(eb, -1, 1)).squeeze(2)
         others = dis.scatter(2, truth.view(1, -1, 1).expand(eb, -1, 1), float("inf")).amin(2)
-        episode_acc.append((own < others).double().mean(1).cpu())
-    episode_acc = torch.cat(episode_acc)
+        per_episode.append((own < others).double().mean(1).cpu())
+    episode_acc = torch.cat(per_episode)
     mean = episode_acc.mean()
     std = episode_acc.std(unbiased=True) if episodes > 1 else torch.zeros((), dtype=torch.float64)
     return mean, 1.96 * std / math.sqrt(episodes)

@@ -40,15 +40,15 @@ class _WeightedL1Matrix(torch.autograd.Function):
             sl = slice(start, start + step)
             diff = x[sl].unsqueeze(1) - y.unsqueeze(0)  # (c, N, D)
             g = grad_out[sl]  # (c, N)
-            if need_w:
+            if grad_w is not None:
                 grad_w += torch.einsum("cn,cnd->d", g, diff.abs())
-            if need_x or need_y:
+            if grad_x is not None or grad_y is not None:
                 # d|x − y|/dx = sign(x − y) (0 at a tie: a subgradient)
                 signed = diff.sign_().mul_(g.unsqueeze(2))  # (c, N, D)
-                if need_x:
-                    grad_x[sl] = signed.sum(1) * weight  # type: ignore[index]
-                if need_y:
-                    grad_y -= signed.sum(0) * weight  # type: ignore[operator]
+                if grad_x is not None:
+                    grad_x[sl] = signed.sum(1) * weight
+                if grad_y is not None:
+                    grad_y -= signed.sum(0) * weight
         return grad_x, grad_y, grad_w, None
 
 

@@ -81,11 +81,11 @@ class ContrastiveLoss(MetricLoss):
 
     def pos_terms(self, values: Tensor) -> Tensor:
         """Per-pair loss of positive pairs from their distance/similarity values."""
-        return self._hinge(self.distance.gap(values, self.pos_margin))
+        return self._hinge(self.distance.gap(values, values.new_tensor(self.pos_margin)))
 
     def neg_terms(self, values: Tensor) -> Tensor:
         """Per-pair loss of negative pairs from their distance/similarity values."""
-        return self._hinge(self.distance.gap(self.neg_margin, values))
+        return self._hinge(self.distance.gap(values.new_tensor(self.neg_margin), values))
 
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         mat = self.distance.pairwise(inputs.embeddings, inputs.ref_emb)
@@ -115,7 +115,9 @@ class ContrastiveLoss(MetricLoss):
         neg_all, neg_same = self.neg_terms(mat), self.neg_terms(same_values)
         total = neg_all.sum(dtype=acc) - neg_same.sum(dtype=acc)
         count = mat.numel() - rows.numel()
-        nonzero = torch.count_nonzero(neg_all) - torch.count_nonzero(neg_same)
+        nonzero = (
+            torch.count_nonzero(neg_all) - torch.count_nonzero(neg_same) if self.reduction == "nonzero_mean" else count
+        )
         return pos + self.reduce_total(total, count, nonzero)
 
     def extra_repr(self) -> str:

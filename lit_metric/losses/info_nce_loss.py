@@ -225,7 +225,9 @@ class InfoNCELoss(nn.Module):
             anchors, cands, self_cols, pos_cols = z_a, [ref_a], self_index, None
             anchor_labels, cand_labels = labels, ref_labels
         elif self.symmetric:  # NT-Xent / SupCon over the 2B views
-            anchors, cands = torch.cat([z_a, z_b]), [ref_a, ref_b]
+            anchors = torch.cat([z_a, z_b])
+            # one process: the references are the anchors themselves (no second copy)
+            cands = [anchors] if (ref_a is z_a and ref_b is z_b) else [torch.cat([ref_a, ref_b])]
             self_cols = torch.cat([self_index, self_index + n])
             pos_cols = torch.cat([self_index + n, self_index])
             if labels is not None and ref_labels is not None:

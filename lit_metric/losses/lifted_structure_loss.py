@@ -88,7 +88,7 @@ class LiftedStructureLoss(MetricLoss):
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         emb, ref = inputs.embeddings, inputs.ref_emb
         mat = self.distance.pairwise(emb, ref)
-        neg_slack = self.distance.gap(self.neg_margin, mat)  # α − D_ik (B, N)
+        neg_slack = self.distance.gap(mat.new_tensor(self.neg_margin), mat)  # α − D_ik (B, N)
         if inputs.indices_tuple is None:
             pos_mask, neg_mask = inputs.masks()
             a, p = pos_mask.nonzero(as_tuple=True)
@@ -112,7 +112,7 @@ class LiftedStructureLoss(MetricLoss):
         a_val = torch.where(a_ok, a_val, torch.where(valid, torch.full_like(a_val, float("-inf")), 0.0))
         c_val = torch.where(ref_ok, ref_side, torch.where(valid, torch.full_like(ref_side, float("-inf")), 0.0))
         neg_term = torch.logaddexp(a_val, c_val) if self.smooth else torch.maximum(a_val, c_val)
-        j = neg_term + self.distance.gap(mat[a, p], self.pos_margin)
+        j = neg_term + self.distance.gap(mat[a, p], mat.new_tensor(self.pos_margin))
         terms = 0.5 * torch.relu(j[valid]).pow(2)
         return self.reduce(terms) + self.zero(inputs)
 
@@ -132,7 +132,7 @@ class LiftedStructureLoss(MetricLoss):
         if ref_labels is None:  # unreachable: masks() needed them already
             raise ValueError("Expected argument `ref_labels` together with `ref_emb`, but got None.")
         uniq, inverse = torch.unique(p, return_inverse=True)
-        rows = self.distance.gap(self.neg_margin, self.distance.pairwise(ref[uniq], ref))
+        rows = self.distance.gap(ref.new_tensor(self.neg_margin), self.distance.pairwise(ref[uniq], ref))
         neg_mask = ref_labels[uniq].unsqueeze(1) != ref_labels.unsqueeze(0)
         side, ok = self._row_reduce(rows, neg_mask)
         return side[inverse], ok[inverse]

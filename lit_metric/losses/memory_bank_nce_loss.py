@@ -35,7 +35,8 @@ class MemoryBankNCELoss(nn.Module):
       (:math:`P_n = 1/n`), :math:`h(j, f) = P(j|f) / (P(j|f) + m P_n)` and the per-anchor loss
       :math:`-\log h(i, f) - \sum_{k=1}^{m} \log(1 - h(j'_k, f))`.  ``Z`` is a constant estimated once,
       from the first batch, as :math:`Z \approx n\,\mathbb{E}_{j'}[\exp(v_{j'}^\top f/\tau)]` over all its
-      anchors and noise samples (the paper's Monte-Carlo estimate), then kept in the ``log_z`` buffer.
+      anchors and noise samples (the paper's Monte-Carlo estimate), then kept in the ``log_z`` buffer
+      (``z_estimated`` says whether it has been estimated).
       Computed in log space (``softplus``), so float16/bfloat16 with ``τ = 0.07`` stays finite.
 
     The loss is the mean over the anchors (global count under
@@ -71,7 +72,7 @@ class MemoryBankNCELoss(nn.Module):
         >>> import torch
         >>> loss = MemoryBankNCELoss(num_samples=100, embedding_dim=8, num_negatives=16)
         >>> value = loss(torch.randn(4, 8), torch.tensor([0, 5, 7, 99]))
-        >>> bool(torch.isfinite(value)), int(loss.step), bool(torch.isfinite(loss.log_z))
+        >>> bool(torch.isfinite(value)), int(loss.step), bool(loss.z_estimated)
         (True, 1, True)
     """
 
@@ -79,6 +80,7 @@ class MemoryBankNCELoss(nn.Module):
     requires_indices: bool = True
 
     log_z: Tensor
+    z_estimated: Tensor
     step: Tensor
 
     def __init__(
@@ -101,14 +103,15 @@ class MemoryBankNCELoss(nn.Module):
         self.exact = bool(exact)
         self.seed = int(seed)
         self.gather_distributed = bool(gather_distributed)
-        self.register_buffer("log_z", torch.tensor(float("nan")))
+        self.register_buffer("log_z", torch.zeros(()))
+        self.register_buffer("z_estimated", torch.zeros((), dtype=torch.bool))
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self._generator = torch.Generator()
 
     @property
     def z(self) -> Tensor:
         """The NCE normalising constant ``Z`` (NaN until the first NCE forward estimates it)."""
-        return self.log_z.exp()
+        return self.log_z.exp() if bool(self.z_estimated) else torch.full_like(self.log_z, float("nan"))
 
     def draw_noise(self) -> Tensor:
         """The ``(num_negatives,)`` noise indices of the current ``step`` (a pure function of ``(seed, step)``)."""
@@ -185,7 +188,7 @@ class MemoryBankNCELoss(nn.Module):
             neg = f @ bank[noise].to(f.dtype).T / self.temperature  # (B, m)
         else:
             neg = torch.einsum("bd,bmd->bm", f, bank[noise].to(f.dtype)) / self.temperature
-        if bool(torch.isnan(self.log_z)):
+        if not bool(self.z_estimated):
             self._estimate_log_z(neg.detach())
         log_z = self.log_z.to(f.dtype)
         log_m_pn = math.log(m / self.num_samples)  # log(m · P_n) with uniform noise P_n = 1/n
@@ -203,6 +206,7 @@ class MemoryBankNCELoss(nn.Module):
             lse = torch.logsumexp(distributed.all_gather_no_grad(lse.reshape(1)), dim=0)
             count = distributed.global_sum(count)
         self.log_z.fill_(float(math.log(self.num_samples) + lse - torch.log(count)))
+        self.z_estimated.fill_(True)
 
     @torch.no_grad()
     def _update(self, idx: Tensor, f: Tensor) -> None:

@@ -77,6 +77,9 @@ class ClusteringMetrics(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    embeddings: list[Tensor]
+    labels: list[Tensor]
+    indices: list[Tensor]
 
     def __init__(
         self,

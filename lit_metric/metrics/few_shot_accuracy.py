@@ -57,6 +57,9 @@ class FewShotAccuracy(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    embeddings: list[Tensor]
+    labels: list[Tensor]
+    indices: list[Tensor]
 
     def __init__(
         self,

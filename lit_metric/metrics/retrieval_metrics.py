@@ -100,6 +100,11 @@ class RetrievalMetrics(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
+    embeddings: list[Tensor]
+    labels: list[Tensor]
+    indices: list[Tensor]
+    query_mask: list[Tensor]
+    gallery_mask: list[Tensor]
 
     def __init__(
         self,

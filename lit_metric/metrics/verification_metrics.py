@@ -12,7 +12,7 @@ from torchmetrics.utilities import dim_zero_cat
 from lit_metric._validation import check_embeddings, check_int, check_labels
 from lit_metric.distances import BaseDistance, CosineSimilarity
 from lit_metric.functional.retrieval import _check_far, pair_verification_metrics, verification_metrics
-from lit_metric.metrics.retrieval_metrics import canonical_order, has_entries, check_mask
+from lit_metric.metrics.retrieval_metrics import canonical_order, check_mask, has_entries
 
 __all__ = ["VerificationMetrics", "verify_pairs"]
 
@@ -73,6 +73,12 @@ class VerificationMetrics(Metric):
     is_differentiable = False
     higher_is_better = None  # EER: lower; the others: higher
     full_state_update = False
+    embeddings: list[Tensor]
+    labels: list[Tensor]
+    indices: list[Tensor]
+    pair_scores: list[Tensor]
+    pair_same: list[Tensor]
+    pair_indices: list[Tensor]
 
     def __init__(
         self,

@@ -51,8 +51,8 @@ class PairMarginMiner(Miner):
     def mine(self, inputs: MinerInputs) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         mat = self.distance.pairwise(inputs.embeddings, inputs.ref_emb)
         pos_mask, neg_mask = inputs.masks()
-        hard_pos = pos_mask & (self.distance.gap(mat, self.pos_margin) > 0)
-        hard_neg = neg_mask & (self.distance.gap(self.neg_margin, mat) > 0)
+        hard_pos = pos_mask & (self.distance.gap(mat, mat.new_tensor(self.pos_margin)) > 0)
+        hard_neg = neg_mask & (self.distance.gap(mat.new_tensor(self.neg_margin), mat) > 0)
         a1, p = hard_pos.nonzero(as_tuple=True)
         a2, n = hard_neg.nonzero(as_tuple=True)
         return a1, p, a2, n

@@ -116,22 +116,33 @@ CASES: dict[str, Case] = {
     "triplet_smooth": Case(L("TripletMarginLoss", margin=0.5, smooth=True), None),
     "triplet_cosine": Case(L("TripletMarginLoss", margin=0.2, distance=D("CosineSimilarity")), None),
     "triplet_sq_unnormalized": Case(
-        L("TripletMarginLoss", margin=0.5, distance=D("EuclideanDistance", squared=True, normalize=False)), None
+        L("TripletMarginLoss", margin=0.5, distance=D("EuclideanDistance", squared=True, normalize=False)),
+        None,
     ),
     "triplet+miner_all": Case(L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="all")),
     "triplet+miner_hard": Case(L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="hard")),
-    "triplet+miner_semihard": Case(L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="semihard", margin=0.5)),
-    "triplet+miner_easy": Case(L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="easy", margin=0.1)),
+    "triplet+miner_semihard": Case(
+        L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="semihard", margin=0.5)
+    ),
+    "triplet+miner_easy": Case(
+        L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="easy", margin=0.1)
+    ),
     "triplet+batch_hard": Case(L("TripletMarginLoss", margin=0.5), M("BatchHardMiner")),
     "triplet+batch_hard_pk": Case(L("TripletMarginLoss", margin=0.5), M("BatchHardMiner"), "pk"),
     "triplet+miner_all_one_rank_empty": Case(
         L("TripletMarginLoss", margin=0.5), M("TripletMiner", strategy="all"), "one_rank_empty"
     ),
-    "triplet+pair_margin": Case(L("TripletMarginLoss", margin=0.5), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2)),
+    "triplet+pair_margin": Case(
+        L("TripletMarginLoss", margin=0.5), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2)
+    ),
     # --- pair / tuple losses ----------------------------------------------------------------------
     "contrastive": Case(L("ContrastiveLoss", pos_margin=0.1, neg_margin=1.0), None),
-    "contrastive_one_rank_empty": Case(L("ContrastiveLoss"), M("TripletMiner", strategy="all"), "one_rank_empty"),
-    "contrastive+pair_margin": Case(L("ContrastiveLoss"), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2)),
+    "contrastive_one_rank_empty": Case(
+        L("ContrastiveLoss"), M("TripletMiner", strategy="all"), "one_rank_empty"
+    ),
+    "contrastive+pair_margin": Case(
+        L("ContrastiveLoss"), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2)
+    ),
     "contrastive+batch_hard": Case(L("ContrastiveLoss"), M("BatchHardMiner")),
     "lifted_structure": Case(L("LiftedStructureLoss"), None),
     "lifted_structure_hinge": Case(L("LiftedStructureLoss", smooth=False, neg_margin=1.5), None),
@@ -167,13 +178,21 @@ CASES: dict[str, Case] = {
     "arcface": Case(L("ArcFaceLoss", **_CLS, margin=0.3, scale=8.0), None, "classes"),
     "cosface": Case(L("CosFaceLoss", **_CLS, margin=0.2, scale=8.0), None, "classes"),
     "sphereface": Case(L("SphereFaceLoss", **_CLS, margin=2), None, "classes"),
-    "combined_margin": Case(L("CombinedMarginLoss", **_CLS, m1=1.0, m2=0.2, m3=0.1, scale=8.0), None, "classes"),
+    "combined_margin": Case(
+        L("CombinedMarginLoss", **_CLS, m1=1.0, m2=0.2, m3=0.1, scale=8.0), None, "classes"
+    ),
     "center": Case(L("CenterLoss", **_CLS), None, "classes"),
     "softmax+center": Case(
-        L("WeightedSum", losses=[L("SoftmaxLoss", **_CLS), L("CenterLoss", **_CLS)], weights=[1.0, 0.1]), None, "classes"
+        L("WeightedSum", losses=[L("SoftmaxLoss", **_CLS), L("CenterLoss", **_CLS)], weights=[1.0, 0.1]),
+        None,
+        "classes",
     ),
     "triplet+center_batch_hard": Case(
-        L("WeightedSum", losses=[L("TripletMarginLoss", margin=0.5), L("CenterLoss", **_CLS)], weights=[1.0, 0.5]),
+        L(
+            "WeightedSum",
+            losses=[L("TripletMarginLoss", margin=0.5), L("CenterLoss", **_CLS)],
+            weights=[1.0, 0.5],
+        ),
         M("BatchHardMiner"),
         "classes",
     ),
@@ -188,12 +207,18 @@ SSL_STEPS = 3  # optimizer steps per SSL case (the bank evolves)
 @dataclass(frozen=True)
 class SSLCase:
     """A self-supervised loss: ``views`` → ``loss(z_a, z_b)``, ``views_labels`` → ``loss(z_a, z_b, labels)``,
-    ``one_view_labels`` → ``loss(z, None, labels)``, ``bank`` → ``loss(z, indices)``."""
+    ``one_view_labels`` → ``loss(z, None, labels)``, ``bank`` → ``loss(z, indices)``.
+
+    ``via_module``: run it through ``SelfSupervisedModule.training_step`` (the module gathers)
+    instead of calling the loss with ``gather_distributed=True`` (the loss gathers)."""
 
     loss: Spec
     kind: SSLKind
+    via_module: bool = False
 
     def missing(self) -> str | None:
+        if self.via_module and (why := Spec("lit_metric.ssl", "SelfSupervisedModule").missing()):
+            return why
         return self.loss.missing()
 
 
@@ -208,6 +233,12 @@ SSL_CASES: dict[str, SSLCase] = {
     "supcon_one_view": SSLCase(L("InfoNCELoss", temperature=0.5, gather_distributed=True), "one_view_labels"),
     "memory_bank_nce_exact": SSLCase(L("MemoryBankNCELoss", **_BANK, exact=True), "bank"),
     "memory_bank_nce": SSLCase(L("MemoryBankNCELoss", **_BANK, num_negatives=16), "bank"),
+    # the same through SelfSupervisedModule.training_step
+    "module:info_nce": SSLCase(L("InfoNCELoss", temperature=0.5), "views", via_module=True),
+    "module:supcon_two_views": SSLCase(L("InfoNCELoss", temperature=0.5), "views_labels", via_module=True),
+    "module:supcon_one_view": SSLCase(L("InfoNCELoss", temperature=0.5), "one_view_labels", via_module=True),
+    "module:memory_bank_nce_exact": SSLCase(L("MemoryBankNCELoss", **_BANK, exact=True), "bank", via_module=True),
+    "module:memory_bank_nce": SSLCase(L("MemoryBankNCELoss", **_BANK, num_negatives=16), "bank", via_module=True),
 }
 
 

@@ -26,13 +26,23 @@ __all__ = ["rank_results", "spawn"]
 
 
 def _entry(
-    rank: int, world_size: int, store: str, out: str, fn: Callable[..., Any], args: tuple[Any, ...], gloo_timeout: float
+    rank: int,
+    world_size: int,
+    store: str,
+    out: str,
+    fn: Callable[..., Any],
+    args: tuple[Any, ...],
+    gloo_timeout: float,
 ) -> None:
     os.environ["OMP_NUM_THREADS"] = "1"
     os.environ.setdefault("WANDB_MODE", "disabled")
     torch.set_num_threads(1)
     dist.init_process_group(
-        "gloo", init_method=f"file://{store}", rank=rank, world_size=world_size, timeout=timedelta(seconds=gloo_timeout)
+        "gloo",
+        init_method=f"file://{store}",
+        rank=rank,
+        world_size=world_size,
+        timeout=timedelta(seconds=gloo_timeout),
     )
     try:
         result: Any = fn(rank, world_size, *args)
@@ -64,7 +74,9 @@ def spawn(
         os.environ["OMP_NUM_THREADS"] = "1"  # children inherit it before torch starts its thread pool
         try:
             procs = [
-                ctx.Process(target=_entry, args=(r, world_size, store, tmp, fn, args, gloo_timeout), daemon=True)
+                ctx.Process(
+                    target=_entry, args=(r, world_size, store, tmp, fn, args, gloo_timeout), daemon=True
+                )
                 for r in range(world_size)
             ]
             for p in procs:

@@ -139,12 +139,45 @@ class _SSLStep(nn.Module):
         return self.loss(self.net(v1), self.net(v2), labels if self.kind == "views_labels" else None)
 
 
+class _SSLModuleStep(nn.Module):
+    """``SelfSupervisedModule.training_step`` on the batch layout its data modules yield."""
+
+    def __init__(self, loss: nn.Module, kind: str) -> None:
+        super().__init__()
+        from lit_metric.ssl import SelfSupervisedModule
+
+        self.module = SelfSupervisedModule(
+            backbone=nn.Sequential(nn.Linear(FEATURES, HIDDEN), nn.Tanh()),
+            backbone_features=HIDDEN,
+            projection_head=nn.Linear(HIDDEN, EMB_DIM),  # no BatchNorm: per-rank statistics would differ
+            embedding_dim=EMB_DIM,
+            loss=loss,
+            use_labels=kind in ("views_labels", "one_view_labels"),
+        )
+        self.kind = kind
+
+    def forward(self, v1: Tensor, v2: Tensor, labels: Tensor, indices: Tensor) -> Tensor:
+        batch: tuple[Any, ...]
+        if self.kind == "bank":
+            batch = (v1, indices)
+        elif self.kind == "one_view_labels":
+            batch = (v1, labels, indices)
+        elif self.kind == "views_labels":
+            batch = ((v1, v2), labels, indices)
+        else:
+            batch = ((v1, v2), indices)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # self.log without a Trainer
+            return self.module.training_step(batch, 0)
+
+
 def run_ssl(name: str, rank: int = 0, world: int = 1) -> dict[str, Any]:
     """``SSL_STEPS`` SGD steps of an SSL case (DDP without buffer broadcast, so banks evolve independently)."""
     case = SSL_CASES[name]
     seed = case_seed(name)
     torch.manual_seed(seed)
-    model = _SSLStep(case.loss.build(), case.kind).double()
+    wrapper = _SSLModuleStep if case.via_module else _SSLStep
+    model = wrapper(case.loss.build(), case.kind).double()
     step: nn.Module = model
     if world > 1:
         step = nn.parallel.DistributedDataParallel(model, broadcast_buffers=False)
@@ -180,7 +213,10 @@ def _protocol(rank: int, world: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
     with distributed.global_reduction():  # rank 0 reduces twice, the others never
         if rank == 0:
-            out["a"] = [float(distributed.reduce_mean(torch.tensor(6.0), 3)), float(distributed.reduce_mean(torch.tensor(4.0), 2))]
+            out["a"] = [
+                float(distributed.reduce_mean(torch.tensor(6.0), 3)),
+                float(distributed.reduce_mean(torch.tensor(4.0), 2)),
+            ]
     with distributed.global_reduction():  # rank 0 once, the others twice
         if rank == 0:
             out["b"] = [float(distributed.reduce_mean(torch.tensor(2.0, dtype=torch.float64), 2))]
@@ -205,7 +241,9 @@ def _protocol(rank: int, world: int) -> dict[str, Any]:
 def _uneven(rank: int, world: int) -> dict[str, Any]:
     """Unequal batch sizes: a clear error on every rank, and the group still works afterwards."""
     torch.manual_seed(0)
-    module = MetricLearningModule(backbone=nn.Linear(FEATURES, HIDDEN), backbone_features=HIDDEN, embedding_dim=EMB_DIM)
+    module = MetricLearningModule(
+        backbone=nn.Linear(FEATURES, HIDDEN), backbone_features=HIDDEN, embedding_dim=EMB_DIM
+    )
     b = 4 + rank
     errors: dict[str, str | None] = {}
     try:
@@ -240,7 +278,11 @@ def metric_classes() -> dict[str, type]:
     out = {}
     for name in getattr(metrics, "__all__", []):
         cls = getattr(metrics, name)
-        if inspect.isclass(cls) and issubclass(cls, Metric) and "indices" in inspect.signature(cls.update).parameters:
+        if (
+            inspect.isclass(cls)
+            and issubclass(cls, Metric)
+            and "indices" in inspect.signature(cls.update).parameters
+        ):
             out[name] = cls
     return out
 
@@ -256,7 +298,9 @@ def _metrics(rank: int, world: int) -> dict[str, Any]:
     from torch.utils.data import DistributedSampler
 
     emb, labels = recall_data()
-    idx = torch.tensor(list(DistributedSampler(range(emb.shape[0]), num_replicas=world, rank=rank, shuffle=False)))
+    idx = torch.tensor(
+        list(DistributedSampler(range(emb.shape[0]), num_replicas=world, rank=rank, shuffle=False))
+    )
     out: dict[str, Any] = {"n_local": idx.numel()}
     import traceback
 
@@ -266,7 +310,10 @@ def _metrics(rank: int, world: int) -> dict[str, Any]:
             for chunk in idx.split(5):
                 with_index.update(emb[chunk], labels[chunk], chunk)
                 without_index.update(emb[chunk], labels[chunk])
-            out[name] = {"with_index": metric_values(with_index), "without_index": metric_values(without_index)}
+            out[name] = {
+                "with_index": metric_values(with_index),
+                "without_index": metric_values(without_index),
+            }
         except Exception:  # noqa: BLE001 - reported per metric class
             out[name] = {"__error__": traceback.format_exc()}
     return out
@@ -330,7 +377,9 @@ JOBS = {
 }
 
 
-def run_all(rank: int, world: int, jobs: list[str], case_names: list[str], ssl_names: list[str]) -> dict[str, Any]:
+def run_all(
+    rank: int, world: int, jobs: list[str], case_names: list[str], ssl_names: list[str]
+) -> dict[str, Any]:
     """Every job, then every equivalence case, in this process; failures are recorded per job."""
     import traceback
 

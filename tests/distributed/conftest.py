@@ -19,4 +19,3 @@ def ddp_results() -> dict[str, Any]:
     ssl_names = [name for name, case in SSL_CASES.items() if case.missing() is None]
     per_rank = spawn(run_all, WORLD, args=(list(JOBS), names, ssl_names), timeout=300)
     return {key: [r[key] for r in per_rank] for key in per_rank[0]}
-

@@ -58,6 +58,8 @@ def test_unequal_batch_sizes_raise_on_every_rank(ddp_results: dict[str, Any]) ->
     for res in rank_results(ddp_results, "uneven"):
         for where in ("module", "gather"):
             assert res["errors"][where] is not None, where
-            assert re.search(r"Expected every rank to hold the same batch size.*\[4, 5\].*drop_last=True", res["errors"][where])
+            assert re.search(
+                r"Expected every rank to hold the same batch size.*\[4, 5\].*drop_last=True",
+                res["errors"][where],
+            )
         assert res["aligned"] == 2.0  # no rank was left waiting: the group still works
-

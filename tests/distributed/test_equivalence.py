@@ -35,7 +35,9 @@ def _close(actual: torch.Tensor, expected: torch.Tensor, scale: float, what: str
 
 def _params() -> list[Any]:
     return [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=case.known_gap)) if case.known_gap else name
+        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=case.known_gap))
+        if case.known_gap
+        else name
         for name, case in CASES.items()
     ]
 

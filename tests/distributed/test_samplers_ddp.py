@@ -43,7 +43,9 @@ def test_rank_batches_concatenate_to_the_single_process_batches(world: int) -> N
 
 def test_default_length_is_the_same_on_every_rank_and_the_single_process() -> None:
     labels = _labels()
-    assert len(PKSampler(labels, 4, 4, world_size=1, rank=0)) == len(PKSampler(labels, 2, 4, world_size=2, rank=1))
+    assert len(PKSampler(labels, 4, 4, world_size=1, rank=0)) == len(
+        PKSampler(labels, 2, 4, world_size=2, rank=1)
+    )
 
 
 def test_too_few_classes_for_the_ranks() -> None:
@@ -75,8 +77,14 @@ def test_fit_draws_new_batches_every_epoch() -> None:
     dm = DigitsDataModule(p=2, k=2, batches_per_epoch=2)
     record = _RecordBatches()
     trainer = L.Trainer(
-        accelerator="cpu", max_epochs=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, limit_val_batches=0, callbacks=[record],
+        accelerator="cpu",
+        max_epochs=2,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        callbacks=[record],
     )
     trainer.fit(MetricLearningModule(backbone=ConvNet(1, (4,)), embedding_dim=4), dm)
     assert record.indices[0] != record.indices[1]
@@ -121,7 +129,9 @@ def test_datamodule_under_two_ranks(ddp_results: dict[str, Any]) -> None:
         single.set_epoch(epoch)  # type: ignore[union-attr]
         assert [a + b for a, b in zip(r0["batches"][epoch], r1["batches"][epoch])] == list(single)  # type: ignore[arg-type]
     assert r0["batches"][0] != r0["batches"][1]
-    assert r0["val_sampler"] == "DistributedSampler" and r0["predict_sampler"] == "UnrepeatedDistributedSampler"
+    assert (
+        r0["val_sampler"] == "DistributedSampler" and r0["predict_sampler"] == "UnrepeatedDistributedSampler"
+    )
     n = len(dm.eval_set)  # type: ignore[arg-type]
     assert sorted(set(r0["val_indices"]) | set(r1["val_indices"])) == list(range(n))
     assert len(r0["val_indices"]) == len(r1["val_indices"])  # padded: same number of batches on every rank

@@ -32,13 +32,20 @@ def test_ssl_two_ranks_equal_one_process(name: str, ddp_results: dict[str, Any])
     torch.testing.assert_close(logged, single["losses"], rtol=RTOL, atol=ATOL)
     for pname, p in single["params"].items():
         for rank, r in enumerate(ranks):
-            torch.testing.assert_close(r["params"][pname], p, rtol=RTOL, atol=ATOL, msg=lambda m: f"{pname}@{rank}: {m}")
+            torch.testing.assert_close(
+                r["params"][pname], p, rtol=RTOL, atol=ATOL, msg=f"{pname} on rank {rank}"
+            )
     for bname, b in single["buffers"].items():
         for rank, r in enumerate(ranks):
             # bit-identical across ranks (no broadcast made them so), equal to the single process to 1e-6
             torch.testing.assert_close(
-                r["buffers"][bname], ranks[0]["buffers"][bname], rtol=0, atol=0, equal_nan=True, msg=f"{bname}@{rank}"
+                r["buffers"][bname],
+                ranks[0]["buffers"][bname],
+                rtol=0,
+                atol=0,
+                equal_nan=True,
+                msg=f"{bname} on rank {rank}",
             )
             torch.testing.assert_close(
-                r["buffers"][bname], b, rtol=RTOL, atol=ATOL, equal_nan=True, msg=lambda m: f"{bname}@{rank}: {m}"
+                r["buffers"][bname], b, rtol=RTOL, atol=ATOL, equal_nan=True, msg=f"{bname} on rank {rank}"
             )

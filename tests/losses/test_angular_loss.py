@@ -103,7 +103,7 @@ def test_gradcheck() -> None:
     emb, labels = _batch(6, 3, 2, seed=1)
     for chunk in (2**22, 5):
         loss = AngularLoss(alpha=math.radians(40), chunk_elements=chunk)
-        assert torch.autograd.gradcheck(lambda e: loss(e, labels), (emb.clone().requires_grad_(),))
+        assert torch.autograd.gradcheck(lambda e, f=loss: f(e, labels), (emb.clone().requires_grad_(),))
 
 
 @pytest.mark.parametrize("labels", [torch.tensor([0, 1, 2, 3]), torch.tensor([5, 5, 5, 5])])

@@ -276,16 +276,3 @@ def test_two_simulated_ranks_equal_one_process(monkeypatch: pytest.MonkeyPatch) 
         for p_ranked, p_single in zip(ranked.parameters(), single.parameters()):
             torch.testing.assert_close(p_ranked.grad / 2, p_single.grad)
 
-
-def test_config_fast_dev_run() -> None:
-    from pathlib import Path
-
-    from lit_metric.cli import main
-
-    config = Path(__file__).resolve().parents[2] / "configs" / "digits_arcface.yaml"
-    cli = main(
-        ["fit", "--config", str(config), "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false",
-         "--trainer.enable_model_summary=false", "--trainer.callbacks=[]"]
-    )
-    assert isinstance(cli.model.loss, ArcFaceLoss) and cli.model.loss.num_classes == 5
-    assert {g["name"]: g["lr"] for g in cli.trainer.optimizers[0].param_groups} == {"model": 0.003, "loss": 0.01}

@@ -116,16 +116,3 @@ def test_errors() -> None:
     with pytest.raises(ValueError, match="`scale` to be > 0"):
         CosFaceLoss(3, 4, scale=-1.0)
 
-
-def test_config_fast_dev_run() -> None:
-    from pathlib import Path
-
-    from lit_metric.cli import main
-
-    config = Path(__file__).resolve().parents[2] / "configs" / "digits_cosface.yaml"
-    cli = main(
-        ["fit", "--config", str(config), "--trainer.fast_dev_run=true", "--trainer.enable_progress_bar=false",
-         "--trainer.enable_model_summary=false", "--trainer.callbacks=[]"]
-    )
-    assert isinstance(cli.model.loss, CosFaceLoss) and cli.model.loss.num_classes == 5
-    assert {g["name"]: g["lr"] for g in cli.trainer.optimizers[0].param_groups} == {"model": 0.003, "loss": 0.01}

@@ -114,7 +114,7 @@ def test_gradcheck() -> None:
     emb, labels = _batch(6, 3, 2, seed=1)
     for smooth in (True, False):
         loss = LiftedStructureLoss(neg_margin=1.5, smooth=smooth)
-        assert torch.autograd.gradcheck(lambda e: loss(e, labels), (emb.clone().requires_grad_(),))
+        assert torch.autograd.gradcheck(lambda e, f=loss: f(e, labels), (emb.clone().requires_grad_(),))
 
 
 @pytest.mark.parametrize("labels", [torch.tensor([0, 1, 2, 3]), torch.tensor([5, 5, 5, 5])])

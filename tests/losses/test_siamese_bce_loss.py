@@ -81,7 +81,7 @@ def test_weighted_l1_kernel_gradcheck_including_zero_weights() -> None:
     y = torch.randn(5, 3, generator=g, dtype=torch.float64, requires_grad=True)
     w = torch.tensor([0.0, -1.5, 2.0], dtype=torch.float64, requires_grad=True)
     for chunk in (2**22, 3, 16):
-        assert torch.autograd.gradcheck(lambda a, b, c: weighted_l1_matrix(a, b, c, chunk), (x, y, w))
+        assert torch.autograd.gradcheck(lambda a, b, c, n=chunk: weighted_l1_matrix(a, b, c, n), (x, y, w))
     # the gradient w.r.t. a zero weight is not stuck at zero
     weighted_l1_matrix(x, y, w).sum().backward()
     assert w.grad[0] > 0

@@ -43,6 +43,7 @@ def test_nce_mode_matches_oracle_with_given_noise(shared: bool) -> None:
     noise = torch.randint(N, (m,) if shared else (5, m), generator=g)
     noise_rows = [noise.tolist()] * 5 if shared else noise.tolist()
     bank = loss_fn.memory.bank.clone()
+    assert torch.isnan(loss_fn.z) and not bool(loss_fn.z_estimated)
     value = loss_fn(f, idx, noise_indices=noise, update=False)
     z = nce_z_loop(f, bank, noise_rows, tau)
     assert loss_fn.z.item() == pytest.approx(z, rel=1e-10)
@@ -103,8 +104,9 @@ def test_checkpoint_round_trip_resumes_exactly() -> None:
     buffer.seek(0)
     b = MemoryBankNCELoss(N, D, num_negatives=8, seed=4)
     b.load_state_dict(torch.load(buffer))
-    assert set(a.state_dict()) == {"memory.bank", "log_z", "step"}
+    assert set(a.state_dict()) == {"memory.bank", "log_z", "z_estimated", "step"}
     assert torch.equal(a.memory.bank, b.memory.bank) and torch.equal(a.log_z, b.log_z) and int(b.step) == 3
+    assert bool(b.z_estimated) and torch.isfinite(b.z)
     assert torch.equal(a.draw_noise(), b.draw_noise())  # the generator state is (seed, step)
     x = torch.randn(5, D)
     assert torch.equal(a(x, idx), b(x, idx))

@@ -60,7 +60,7 @@ def test_memory_bank_step_updates_the_bank_and_checkpoints_it() -> None:
     assert torch.isfinite(loss)
     changed = (module.loss.memory.bank != bank).any(1)
     assert changed.nonzero().flatten().tolist() == [1, 2, 3, 19]
-    assert {"loss.memory.bank", "loss.log_z", "loss.step"} <= set(module.state_dict())
+    assert {"loss.memory.bank", "loss.log_z", "loss.z_estimated", "loss.step"} <= set(module.state_dict())
     with pytest.raises(ValueError, match="takes one view per instance.*num_views: 1"):
         module.training_step(((torch.rand(4, 1, 8, 8), torch.rand(4, 1, 8, 8)), torch.arange(4)), 0)
 

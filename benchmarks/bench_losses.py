@@ -204,6 +204,48 @@ register(
     )
 )
 
+# --- issue 3: losses PML does not have (ours alone: time and memory scaling) ---------------------
+NO_PEER = [(256, 128), (1024, 128)]
+register(
+    Case(
+        "quadruplet (all)",
+        "issue 3, no PML peer",
+        lambda: _loss_step(ours.QuadrupletLoss()),
+        None,
+        NO_PEER,
+        mapping="every valid quadruplet of the batch, by sorting (never enumerated)",
+    )
+)
+register(
+    Case(
+        "quadruplet+miner",
+        "issue 3, no PML peer",
+        lambda: _mined_step(our_miners.QuadrupletMiner(), ours.QuadrupletLoss()),
+        None,
+        NO_PEER,
+    )
+)
+register(
+    Case(
+        "siamese_bce",
+        "issue 3, no PML peer",
+        lambda: _loss_step(ours.SiameseBCELoss(embedding_dim=128)),
+        None,
+        NO_PEER,
+        mapping="all B×N pairs; the weighted |x − y| is never a (B, N, D) tensor",
+    )
+)
+register(
+    Case(
+        "log_ratio",
+        "issue 3, no PML peer",
+        lambda: (lambda emb, labels: ours.LogRatioLoss()(emb, labels.float())),
+        None,
+        NO_PEER,
+        mapping="dense triplets (every anchor × unordered pair) in closed form; labels = class ids as numbers",
+    )
+)
+
 
 # --- measurement -----------------------------------------------------------------------------------
 def make_inputs(b: int, d: int, unit_norm: bool, seed: int = 0) -> tuple[Tensor, Tensor]:

@@ -267,12 +267,12 @@ class SelfSupervisedModule(L.LightningModule):
         x, y, index = unpack_batch(batch)
         if y is None:
             raise ValueError("Validation batches need labels (x, y) or (x, y, index) for Recall@K and k-NN accuracy.")
-        z = self.represent(x)
+        rep = self.represent(x)
         if self.knn_bank_dataloader_idx is not None and dataloader_idx == self.knn_bank_dataloader_idx:
-            self.val_knn.update(z, y, index, is_bank=True)
+            self.val_knn.update(rep, y, index, is_bank=True)
             return
-        self.val_recall.update(z, y, index)
-        self.val_knn.update(z, y, index)
+        self.val_recall.update(rep, y, index)
+        self.val_knn.update(rep, y, index)
 
     def on_validation_epoch_end(self) -> None:
         if self.val_recall.update_called:

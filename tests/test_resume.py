@@ -3,7 +3,7 @@
 For four recipes (triplet + miner with random-shift augmentation and a step LR schedule, ArcFace, InfoNCE on
 two augmented views, the memory-bank NCE loss) on the digits: the uninterrupted run (in process) and a run in
 another process that kills itself (``os.kill(os.getpid(), SIGKILL)``: no cleanup, no flush) right after the
-checkpoint of step 6 — the middle of epoch 2 — then ``lit-metric fit … --ckpt_path last`` (in process).  Final
+checkpoint of step 4 — the middle of epoch 2 — then ``lit-metric fit … --ckpt_path last`` (in process).  Final
 weights, buffers (memory bank, NCE ``Z`` and step), optimizer and scheduler states must be bit-for-bit equal,
 and so must every logged metric (CSV logs: train losses per step, validation Recall@K / k-NN accuracy per epoch).
 
@@ -36,7 +36,7 @@ from lit_metric.data.samplers import SeededSampler
 from lit_metric.data.two_view import sample_uniforms
 
 REPO = Path(__file__).resolve().parents[1]
-STEPS_PER_EPOCH, EPOCHS, CKPT_EVERY, KILL_AFTER = 4, 3, 2, 6  # killed after step 6 = 2nd batch of epoch 2
+STEPS_PER_EPOCH, EPOCHS, CKPT_EVERY, KILL_AFTER = 3, 3, 2, 4  # killed after step 4 = 1st batch of epoch 2 (of 3)
 
 
 class KillAfterStep(L.Callback):
@@ -104,7 +104,7 @@ RECIPES: dict[str, dict[str, Any]] = {
             "init_args": {
                 "datamodule": _DIGITS,
                 "transform": {"class_path": "lit_metric.data.SimCLRAffineTransform", "init_args": {"erase_prob": 0.5}},
-                "batch_size": 200,  # 901 training digits: 4 batches per epoch
+                "batch_size": 300,  # 901 training digits: 3 batches per epoch
             },
         },
     },
@@ -126,7 +126,7 @@ RECIPES: dict[str, dict[str, Any]] = {
         },
         "data": {
             "class_path": "lit_metric.data.TwoViewDataModule",
-            "init_args": {"datamodule": _DIGITS, "batch_size": 200, "num_views": 1},
+            "init_args": {"datamodule": _DIGITS, "batch_size": 300, "num_views": 1},
         },
     },
 }

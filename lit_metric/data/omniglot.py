@@ -263,7 +263,7 @@ class OmniglotDataModule(L.LightningDataModule):
         batch_size: int = 256,
         num_views: int = 2,
         ssl_transform: Callable[[Any], Any] | None = None,
-        train_transform: Callable[[Tensor], Tensor] | None = None,
+        train_transform: Callable[[Any], Any] | None = None,
         eval_batch_size: int = 512,
         source: Literal["auto", "npz", "zip"] = "auto",
         download: bool = False,
@@ -283,7 +283,8 @@ class OmniglotDataModule(L.LightningDataModule):
         self.ssl_transform = ssl_transform if ssl_transform is not None else SimCLRAffineTransform(self.image_size)
         self.train_transform = train_transform
         self.eval_batch_size = check_int(eval_batch_size, "eval_batch_size", 1)
-        self.source = check_choice(source, "source", ("auto", "npz", "zip"))
+        check_choice(source, "source", ("auto", "npz", "zip"))
+        self.source: Literal["auto", "npz", "zip"] = source
         self.download = download
         self.seed = seed
         self.num_workers = num_workers

@@ -15,6 +15,7 @@ from lit_metric.data._image_files import (
     ImageMode,
     natural_key,
 )
+from lit_metric.data.omniglot import resolve_root
 
 __all__ = ["ORLFacesDataModule"]
 
@@ -117,7 +118,8 @@ class ORLFacesDataModule(ImageFilesDataModule):
         )
 
     def find_data_dir(self) -> Path | None:
-        for candidate in (self.root, self.root / "att_faces", self.root / "orl_faces"):
+        root = resolve_root(self.root)  # a relative root is also looked up from the project checkout
+        for candidate in (root, root / "att_faces", root / "orl_faces"):
             if (candidate / "s1").is_dir():
                 return candidate
         return None

@@ -122,8 +122,38 @@ def _torch_candidates(
     the chunk's raw scores.  Selecting on the raw values (largest first for a similarity) saves a pass over the
     ``(c, M)`` matrix; only the ``(c, k + 1)`` winners are converted."""
     raw = _self_excluded_scores(q, refs, distance, qi)
-    vals, idx = torch.topk(raw, min(k + 1, refs.shape[0]), dim=1, largest=distance.is_similarity, sorted=True)
+    vals, idx = _topk(raw, min(k + 1, refs.shape[0]), largest=distance.is_similarity)
     return distance.to_dissimilarity(vals), idx, raw
+
+
+def _topk(raw: Tensor, k: int, largest: bool, stride: int = 8) -> tuple[Tensor, Tensor]:
+    """Exact ``torch.topk(raw, k, dim=1, sorted=True)``, faster when ``k`` is far below the row length.
+
+    The ``k``-th best value among every ``stride``-th column bounds the row's ``k``-th best value (a subset's
+    ``k``-th best is never better), so the elements at least that good contain the whole top ``k``.  Only those
+    (about ``k × stride`` per row) go through the final ``topk``: one full selection becomes a selection on
+    ``1/stride`` of the row, a comparison pass and a compaction.
+    """
+    c, m = raw.shape
+    if m < 4 * stride * k or c == 0:
+        return torch.topk(raw, k, dim=1, largest=largest, sorted=True)
+    bound = torch.topk(raw[:, ::stride], k, dim=1, largest=largest, sorted=False).values
+    bound = bound.amin(1, keepdim=True) if largest else bound.amax(1, keepdim=True)
+    keep = raw >= bound if largest else raw <= bound
+    counts = keep.sum(1)
+    width = int(counts.max())
+    if width * 2 > m:  # the bound filtered little (e.g. many equal values): plain selection
+        return torch.topk(raw, k, dim=1, largest=largest, sorted=True)
+    rows, cols = keep.nonzero(as_tuple=True)  # row-major: each row's survivors are contiguous
+    starts = torch.cumsum(counts, 0) - counts
+    slot = torch.arange(rows.numel(), device=raw.device) - starts[rows]
+    worst = float("-inf") if largest else float("inf")
+    packed = torch.full((c, width), worst, dtype=raw.dtype, device=raw.device)
+    packed[rows, slot] = raw[rows, cols]
+    columns = torch.zeros((c, width), dtype=torch.long, device=raw.device)
+    columns[rows, slot] = cols
+    vals, pos = torch.topk(packed, k, dim=1, largest=largest, sorted=True)
+    return vals, columns.gather(1, pos)
 
 
 def _finalize(

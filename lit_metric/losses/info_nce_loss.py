@@ -149,8 +149,9 @@ class InfoNCELoss(nn.Module):
     # --- internals -----------------------------------------------------------------------------
     @staticmethod
     def _check_same(t: object, name: str, shape: tuple[int, int]) -> None:
-        if tuple(check_embeddings(t, name).shape) != shape:
-            raise ValueError(f"Expected argument `{name}` to have shape {shape}, but got {tuple(t.shape)}.")
+        got = tuple(check_embeddings(t, name).shape)
+        if got != shape:
+            raise ValueError(f"Expected argument `{name}` to have shape {shape}, but got {got}.")
 
     def _check_refs(
         self,

@@ -166,6 +166,12 @@ CASES: dict[str, Case] = {
     "quadruplet": Case(L("QuadrupletLoss"), None),
     "quadruplet+miner_hard": Case(L("QuadrupletLoss"), M("QuadrupletMiner", strategy="hard")),
     "quadruplet+miner_batch_hard": Case(L("QuadrupletLoss"), M("QuadrupletMiner", strategy="batch_hard")),
+    "quadruplet+miner_hard_one_rank_empty": Case(
+        L("QuadrupletLoss"), M("QuadrupletMiner", strategy="hard"), "one_rank_empty"
+    ),
+    "lifted_structure_one_rank_empty": Case(L("LiftedStructureLoss"), None, "one_rank_empty"),
+    "angular_one_rank_empty": Case(L("AngularLoss"), None, "one_rank_empty"),
+    "npair_one_rank_empty": Case(L("NPairLoss"), None, "one_rank_empty"),
     "siamese_bce": Case(L("SiameseBCELoss", embedding_dim=EMB_DIM), None),
     "siamese_bce_balanced": Case(L("SiameseBCELoss", embedding_dim=EMB_DIM, balanced=True), None),
     "siamese_bce+pair_margin": Case(

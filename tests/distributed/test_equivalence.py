@@ -74,3 +74,38 @@ def test_two_ranks_equal_one_process(name: str, ddp_results: dict[str, Any]) -> 
             mined = sorted(t for r in ranks for t in r["tuples"][part])
             assert mined == expected, f"mined tuples differ (part {part})"
         assert any(single["tuples"]), "degenerate case: the miner found nothing"
+
+
+def _names(spec: Any) -> set[str]:
+    """Class names used by a Spec, nested ones included."""
+    from tests.distributed._cases import Spec
+
+    out = {spec.name}
+    for value in spec.kwargs.values():
+        for item in value if isinstance(value, list) else [value]:
+            if isinstance(item, Spec):
+                out |= _names(item)
+    return out
+
+
+def test_catalogue_covers_every_exported_loss_and_miner() -> None:
+    """A new loss or miner needs one line in tests/distributed/_cases.py (its DDP equivalence case)."""
+    import inspect
+
+    import lit_metric.losses as losses
+    import lit_metric.miners as miners
+    from tests.distributed._cases import SSL_CASES
+
+    used: set[str] = set()
+    for case in CASES.values():
+        used |= _names(case.loss) | (_names(case.miner) if case.miner is not None else set())
+    for ssl_case in SSL_CASES.values():
+        used |= _names(ssl_case.loss)
+    bases = {"MetricLoss", "Miner"}
+    exported = {
+        name
+        for module in (losses, miners)
+        for name in module.__all__
+        if inspect.isclass(getattr(module, name)) and issubclass(getattr(module, name), torch.nn.Module)
+    }
+    assert exported - bases - used == set(), "add a DDP equivalence case for these"

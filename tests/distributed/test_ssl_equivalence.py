@@ -49,3 +49,18 @@ def test_ssl_two_ranks_equal_one_process(name: str, ddp_results: dict[str, Any])
             torch.testing.assert_close(
                 r["buffers"][bname], b, rtol=RTOL, atol=ATOL, equal_nan=True, msg=f"{bname} on rank {rank}"
             )
+
+
+def test_memory_bank_and_queue_from_gathered_updates(ddp_results: dict[str, Any]) -> None:
+    """``MemoryBank.update`` / ``MemoryQueue.enqueue`` fed with all-gathered (index, embedding) pairs — a padded
+    duplicate index included — leave every rank with the bank and queue of one process fed the global batches."""
+    from lit_metric.memory_bank import MemoryBank, MemoryQueue
+    from tests.distributed._worker import memory_bank_updates
+
+    r0, r1 = rank_results(ddp_results, "memory_bank")
+    bank, queue = MemoryBank(num_samples=20, embedding_dim=5, momentum=0.5), MemoryQueue(size=7, embedding_dim=5)
+    for idx, emb in memory_bank_updates():
+        bank.update(idx, emb)
+        queue.enqueue(emb)
+    for r in (r0, r1):
+        assert torch.equal(r["bank"], bank.bank) and torch.equal(r["queue"], queue.negatives())

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import torch
@@ -152,8 +154,10 @@ def test_duplicates_dropped_by_index() -> None:
 
 
 @pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
-def test_faiss_backend_matches_torch(metric: str) -> None:
+def test_faiss_backend_matches_torch(metric: str, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("faiss")
+    # several faiss calls of chunk_size queries (the package attribute `knn` is the function: patch the module)
+    monkeypatch.setattr(sys.modules["lit_metric.functional.knn"], "FAISS_MIN_CHUNK", 1)
     emb, labels = _data(seed=7)
     emb[5] = emb[6]  # an exact duplicate pair: a tie
     labels[5] = labels[7]

@@ -1,0 +1,54 @@
+"""Shared helpers of the ``results_*.py`` scripts: train a config through the ``lit-metric`` CLI, embed a loader."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+__all__ = ["REPO", "embed_loader", "format_table", "train_config"]
+
+
+def train_config(config: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, object, float, int]:
+    """``lit-metric fit --config <config> <overrides>`` in this process; returns (model, datamodule, wall seconds,
+    optimizer steps)."""
+    from lit_metric.cli import main
+
+    sys.argv = sys.argv[:1]  # the CLI gets its arguments from `args` only
+    start = time.perf_counter()
+    cli = main(["fit", f"--config={config}", *overrides])
+    wall = time.perf_counter() - start
+    return cli.model, cli.datamodule, wall, int(cli.trainer.global_step)
+
+
+@torch.no_grad()
+def embed_loader(embed: nn.Module | object, loader: object) -> tuple[Tensor, Tensor]:
+    """``(embeddings, labels)`` of every batch ``(x, y[, index])`` of ``loader`` (model in eval mode)."""
+    module = embed if isinstance(embed, nn.Module) else None
+    was_training = module.training if module is not None else False
+    if module is not None:
+        module.eval()
+    out, labels = [], []
+    try:
+        for batch in loader:  # type: ignore[attr-defined]
+            out.append(embed(batch[0]).float())  # type: ignore[operator]
+            labels.append(batch[1])
+    finally:
+        if module is not None:
+            module.train(was_training)
+    return torch.cat(out), torch.cat(labels)
+
+
+def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """A markdown table."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -15,7 +14,7 @@ __all__ = ["ConvNet", "EmbeddingHead", "MLP", "backbone_features", "create_backb
 
 
 def create_backbone(
-    name: str, pretrained: bool | Literal["offline"] = False, in_chans: int = 3, **kwargs: object
+    name: str, pretrained: bool | Literal["offline"] = False, in_chans: int = 3, **kwargs: Any
 ) -> nn.Module:
     """A timm model without its classifier (``num_classes=0``): outputs ``(B, num_features)``.
 

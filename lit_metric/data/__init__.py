@@ -21,7 +21,7 @@ from lit_metric.data.omniglot_runs import (
     read_omniglot_runs,
 )
 from lit_metric.data.orl_faces import ORLFacesDataModule
-from lit_metric.data.samplers import PKSampler
+from lit_metric.data.samplers import PKSampler, disable_sampler_injection, distributed_eval_sampler
 from lit_metric.data.sop import SOPDataModule
 from lit_metric.data.two_view import (
     SimCLRAffineTransform,
@@ -54,6 +54,8 @@ __all__ = [
     "TwoViewCollate",
     "TwoViewDataModule",
     "TwoViewDataset",
+    "disable_sampler_injection",
+    "distributed_eval_sampler",
     "download_omniglot",
     "load_omniglot",
     "omniglot_one_shot_accuracy",

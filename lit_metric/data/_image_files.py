@@ -34,6 +34,8 @@ from lit_metric._validation import check_choice, check_int
 from lit_metric.data.samplers import PKSampler
 
 __all__ = [
+    "CorruptPolicy",
+    "ImageMode",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IMAGE_EXTENSIONS",

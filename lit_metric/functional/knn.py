@@ -76,10 +76,13 @@ def knn_chunks(
     ref_labels: Tensor | None = None,
     backend: Backend = "torch",
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """:func:`knn` one chunk of queries at a time: yields ``(start, scores, indices)`` with ``(c, k)`` tensors.
+    """:func:`knn` one chunk of queries at a time: an iterator of ``(start, scores, indices)`` with ``(c, k)``
+    tensors for the queries ``start : start + c``.
 
     With ``query_labels`` and ``ref_labels``, ties are broken against the query (different label first).
-    Peak memory: ``chunk_size × M`` dissimilarities (torch) plus ``chunk_size × (k + 2)`` results.
+    Peak memory: torch, ``chunk_size × M`` scores plus ``chunk_size × (k + 1)`` results; faiss, its own
+    blocked score buffer plus ``max(chunk_size, FAISS_MIN_CHUNK) × (k + 2)`` results (faiss is much slower
+    on small query batches).  Arguments are checked when called, before iteration.
     """
     n_refs = refs.shape[0]
     n_avail = n_refs - (1 if query_ref_index is not None and bool((query_ref_index >= 0).any()) else 0)
@@ -92,6 +95,20 @@ def knn_chunks(
     searcher = _FaissSearcher(refs, distance) if backend == "faiss" else None
     if searcher is not None:
         chunk_size = max(chunk_size, FAISS_MIN_CHUNK)
+    return _iterate_chunks(queries, refs, k, distance, chunk_size, query_ref_index, query_labels, ref_labels, searcher)
+
+
+def _iterate_chunks(
+    queries: Tensor,
+    refs: Tensor,
+    k: int,
+    distance: BaseDistance,
+    chunk_size: int,
+    query_ref_index: Tensor | None,
+    query_labels: Tensor | None,
+    ref_labels: Tensor | None,
+    searcher: _FaissSearcher | None,
+) -> Iterator[tuple[int, Tensor, Tensor]]:
     for start in range(0, queries.shape[0], chunk_size):
         q = queries[start : start + chunk_size]
         qi = None if query_ref_index is None else query_ref_index[start : start + chunk_size]
@@ -122,38 +139,8 @@ def _torch_candidates(
     the chunk's raw scores.  Selecting on the raw values (largest first for a similarity) saves a pass over the
     ``(c, M)`` matrix; only the ``(c, k + 1)`` winners are converted."""
     raw = _self_excluded_scores(q, refs, distance, qi)
-    vals, idx = _topk(raw, min(k + 1, refs.shape[0]), largest=distance.is_similarity)
+    vals, idx = torch.topk(raw, min(k + 1, refs.shape[0]), dim=1, largest=distance.is_similarity, sorted=True)
     return distance.to_dissimilarity(vals), idx, raw
-
-
-def _topk(raw: Tensor, k: int, largest: bool, stride: int = 8) -> tuple[Tensor, Tensor]:
-    """Exact ``torch.topk(raw, k, dim=1, sorted=True)``, faster when ``k`` is far below the row length.
-
-    The ``k``-th best value among every ``stride``-th column bounds the row's ``k``-th best value (a subset's
-    ``k``-th best is never better), so the elements at least that good contain the whole top ``k``.  Only those
-    (about ``k × stride`` per row) go through the final ``topk``: one full selection becomes a selection on
-    ``1/stride`` of the row, a comparison pass and a compaction.
-    """
-    c, m = raw.shape
-    if m < 4 * stride * k or c == 0:
-        return torch.topk(raw, k, dim=1, largest=largest, sorted=True)
-    bound = torch.topk(raw[:, ::stride], k, dim=1, largest=largest, sorted=False).values
-    bound = bound.amin(1, keepdim=True) if largest else bound.amax(1, keepdim=True)
-    keep = raw >= bound if largest else raw <= bound
-    counts = keep.sum(1)
-    width = int(counts.max())
-    if width * 2 > m:  # the bound filtered little (e.g. many equal values): plain selection
-        return torch.topk(raw, k, dim=1, largest=largest, sorted=True)
-    rows, cols = keep.nonzero(as_tuple=True)  # row-major: each row's survivors are contiguous
-    starts = torch.cumsum(counts, 0) - counts
-    slot = torch.arange(rows.numel(), device=raw.device) - starts[rows]
-    worst = float("-inf") if largest else float("inf")
-    packed = torch.full((c, width), worst, dtype=raw.dtype, device=raw.device)
-    packed[rows, slot] = raw[rows, cols]
-    columns = torch.zeros((c, width), dtype=torch.long, device=raw.device)
-    columns[rows, slot] = cols
-    vals, pos = torch.topk(packed, k, dim=1, largest=largest, sorted=True)
-    return vals, columns.gather(1, pos)
 
 
 def _finalize(

@@ -37,6 +37,13 @@ def check_indices_tuple(
     indices_tuple: object, n_anchors: int, n_refs: int
 ) -> tuple[Tensor, Tensor, Tensor] | tuple[Tensor, Tensor, Tensor, Tensor]:
     """Validate arity, dtype, equal lengths and index ranges of a miner's output."""
+    from lit_metric.functional.quadruplet import Quadruplets  # (a, p, n1, n2): 4 tensors, but not pairs
+
+    if isinstance(indices_tuple, Quadruplets):
+        raise TypeError(
+            "Expected argument `indices_tuple` to be (a, p, n) triplets or (a1, p, a2, n) pairs, but got "
+            "`Quadruplets` (a, p, n1, n2) from QuadrupletMiner: only QuadrupletLoss reads them."
+        )
     if not isinstance(indices_tuple, tuple | list) or len(indices_tuple) not in (3, 4):
         n = len(indices_tuple) if isinstance(indices_tuple, tuple | list) else type(indices_tuple).__name__
         raise ValueError(

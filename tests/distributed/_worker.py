@@ -287,6 +287,16 @@ def metric_classes() -> dict[str, type]:
     return out
 
 
+#: constructor arguments fitting the 37-item, 5-class test set (default: none)
+METRIC_KWARGS: dict[str, dict[str, Any]] = {
+    "FewShotAccuracy": {"n_way": 3, "k_shot": 2, "n_query": 2, "episodes": 20},
+}
+
+
+def make_metric(name: str) -> Any:
+    return metric_classes()[name](**METRIC_KWARGS.get(name, {}))
+
+
 def metric_values(metric: Any) -> dict[str, float]:
     value = metric.compute()
     if isinstance(value, dict):
@@ -304,9 +314,9 @@ def _metrics(rank: int, world: int) -> dict[str, Any]:
     out: dict[str, Any] = {"n_local": idx.numel()}
     import traceback
 
-    for name, cls in metric_classes().items():
+    for name in metric_classes():
         try:
-            with_index, without_index = cls(), cls()
+            with_index, without_index = make_metric(name), make_metric(name)
             for chunk in idx.split(5):
                 with_index.update(emb[chunk], labels[chunk], chunk)
                 without_index.update(emb[chunk], labels[chunk])

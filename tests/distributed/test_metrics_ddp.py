@@ -10,9 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+import torch
 
 from tests.distributed._spawn import rank_results
-from tests.distributed._worker import metric_classes, metric_values, recall_data
+from tests.distributed._worker import make_metric, metric_classes, metric_values, recall_data
 
 
 def test_the_dataset_is_padded(ddp_results: dict[str, Any]) -> None:
@@ -27,8 +28,8 @@ def test_metric_two_ranks_equal_one_process(name: str, ddp_results: dict[str, An
         if "__error__" in res[name]:
             pytest.fail(f"{name} raised on rank {r} under DDP:\n{res[name]['__error__']}")
     emb, labels = recall_data()
-    metric = metric_classes()[name]()
-    metric.update(emb, labels, __import__("torch").arange(emb.shape[0]))
+    metric = make_metric(name)
+    metric.update(emb, labels, torch.arange(emb.shape[0]))
     expected = metric_values(metric)
     for r, res in enumerate(ranks):
         assert res[name]["with_index"] == pytest.approx(expected, rel=1e-6, abs=1e-7), f"rank {r}"

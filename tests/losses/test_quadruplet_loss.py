@@ -100,6 +100,15 @@ def test_plain_four_tuples_are_refused() -> None:
         QuadrupletLoss()(emb, labels, Quadruplets(*pairs[:3], torch.tensor([4.0])))
 
 
+def test_other_losses_refuse_quadruplets() -> None:
+    from lit_metric.losses import ContrastiveLoss
+
+    emb, labels = torch.randn(6, 3), torch.tensor([0, 0, 1, 1, 2, 2])
+    q = QuadrupletMiner()(emb, labels)
+    with pytest.raises(TypeError, match="only QuadrupletLoss reads them"):
+        ContrastiveLoss()(emb, labels, q)
+
+
 def test_reference_split_sums_to_full_batch() -> None:
     emb, labels = _batch(12, seed=5)
     loss = QuadrupletLoss(reduction="sum")

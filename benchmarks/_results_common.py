@@ -19,14 +19,17 @@ __all__ = ["REPO", "embed_loader", "format_table", "train_config"]
 
 def train_config(config: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, object, float, int]:
     """``lit-metric fit --config <config> <overrides>`` in this process; returns (model, datamodule, wall seconds,
-    optimizer steps)."""
+    optimizer steps) and prints the training's wall and process CPU time (the CPU time is what the run costs on
+    dedicated cores; on a shared machine the wall time is longer)."""
     from lit_metric.cli import main
 
     sys.argv = sys.argv[:1]  # the CLI gets its arguments from `args` only
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     cli = main(["fit", f"--config={config}", *overrides])
-    wall = time.perf_counter() - start
-    return cli.model, cli.datamodule, wall, int(cli.trainer.global_step)
+    wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+    steps = int(cli.trainer.global_step)
+    print(f"training: {steps} steps, wall {wall:.0f} s, process CPU {cpu:.0f} s ({torch.get_num_threads()} threads)")
+    return cli.model, cli.datamodule, wall, steps
 
 
 @torch.no_grad()

@@ -203,7 +203,7 @@ class MetricLearningModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metric.compute()
-        self.log_dict({f"val/{name}": v for name, v in values.items()}, prog_bar=True)
+        self.log_dict({f"val/{name}": v for name, v in values.items()}, prog_bar=True, sync_dist=True)
         self.val_metric.reset()
 
     def predict_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> Tensor:

@@ -277,7 +277,7 @@ class SelfSupervisedModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         if self.val_recall.update_called:
             values = self.val_recall.compute()
-            self.log_dict({f"val/{name}": v for name, v in values.items()}, prog_bar=True)
+            self.log_dict({f"val/{name}": v for name, v in values.items()}, prog_bar=True, sync_dist=True)
             self.log("val/knn_accuracy", self.val_knn.compute(), prog_bar=True)
         self.val_recall.reset()
         self.val_knn.reset()

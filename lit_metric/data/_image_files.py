@@ -31,7 +31,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from lit_metric._validation import check_choice, check_int
-from lit_metric.data.samplers import PKSampler
+from lit_metric.data.samplers import PKSampler, disable_sampler_injection, distributed_eval_sampler
 
 __all__ = [
     "CorruptPolicy",
@@ -432,6 +432,8 @@ class ImageFilesDataModule(L.LightningDataModule):
             self.download_data()
 
     def setup(self, stage: str | None = None) -> None:
+        # the P×K batch sampler shards itself across ranks: Lightning must not inject a DistributedSampler
+        disable_sampler_injection(self.trainer)
         if self.train_set is not None:
             return
         data_dir = self.find_data_dir()
@@ -527,7 +529,13 @@ class ImageFilesDataModule(L.LightningDataModule):
 
     def _eval_loader(self, dataset: ImageFileDataset | Subset | None = None) -> DataLoader:
         dataset = self._require(self.eval_set) if dataset is None else dataset
-        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(
+            dataset,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            sampler=distributed_eval_sampler(dataset),
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader()

@@ -28,7 +28,7 @@ from torch.utils.data import DataLoader
 
 from lit_metric._validation import check_choice, check_int
 from lit_metric.data.datasets import TensorImageDataset
-from lit_metric.data.samplers import PKSampler
+from lit_metric.data.samplers import PKSampler, disable_sampler_injection, distributed_eval_sampler
 from lit_metric.data.two_view import SimCLRAffineTransform, ssl_dataloader
 
 __all__ = [
@@ -298,6 +298,9 @@ class OmniglotDataModule(L.LightningDataModule):
             download_omniglot(root, missing)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.mode == "supervised":
+            # the P×K batch sampler shards itself across ranks: Lightning must not inject a DistributedSampler
+            disable_sampler_injection(self.trainer)
         if self.train_set is not None:
             return
         if self.download:
@@ -324,7 +327,13 @@ class OmniglotDataModule(L.LightningDataModule):
 
     def _eval_loader(self) -> DataLoader:
         eval_set = self._require(self.eval_set)
-        return DataLoader(eval_set, batch_size=self.eval_batch_size, shuffle=False, num_workers=self.num_workers)
+        return DataLoader(
+            eval_set,
+            batch_size=self.eval_batch_size,
+            shuffle=False,
+            sampler=distributed_eval_sampler(eval_set),
+            num_workers=self.num_workers,
+        )
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader()

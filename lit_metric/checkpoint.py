@@ -105,9 +105,13 @@ def load_checkpoint(path: str | Path, map_location: Any = None, weights_only: bo
     try:
         checkpoint = pl_load(path, map_location=map_location, weights_only=weights_only)
     except pickle.UnpicklingError as err:
-        if "weights_only" in str(err).lower() or "weights only" in str(err).lower():
-            raise  # torch's own message says which global to allow: not a corrupt file
-        raise CheckpointError(f"Cannot load checkpoint {path} ({size} bytes): the file is corrupt ({err}).{fix}") from err
+        if "Unsupported global" in str(err):
+            raise  # a complete file with an object weights_only refuses: torch's message says which to allow
+        reason = str(err).split("WeightsUnpickler error:")[-1].split("Check the documentation")[0].strip()
+        raise CheckpointError(
+            f"Cannot load checkpoint {path} ({size} bytes): the file is corrupt or not a PyTorch checkpoint "
+            f"(UnpicklingError: {reason}).{fix}"
+        ) from err
     except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as err:
         raise CheckpointError(
             f"Cannot load checkpoint {path} ({size} bytes): the file is truncated or corrupt "
@@ -154,7 +158,7 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, Any], source: A
         >>> check_state_dict(nn.Linear(2, 3), nn.Linear(2, 4).state_dict())  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        lit_metric.checkpoint.CheckpointError: The checkpoint does not fit Linear: shape mismatches weight: checkpoint (4, 2) vs model (3, 2) ...
+        lit_metric.checkpoint.CheckpointError: The checkpoint does not fit Linear: shape mismatches weight: checkpoint (4, 2) vs model (3, 2)...
     """
     own = module.state_dict()
     mismatched = [

@@ -79,31 +79,53 @@ def _suggest(bad: str, choices: Sequence[str], what: str, key: Any = None) -> st
     return (f"Did you mean {' or '.join(close)}? " if close else "") + f"Valid {what}: {shown}."
 
 
+def _module_classes(module_name: str) -> list[str]:
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError:
+        return []
+    names = getattr(module, "__all__", None) or [n for n in dir(module) if not n.startswith("_")]
+    return sorted(f"{module_name}.{n}" for n in names if isinstance(getattr(module, n, None), type))
+
+
 def config_hints(message: str, parser: Any = None) -> str:
     """Hints for a jsonargparse error ``message``: the valid choices and close matches of an unknown
-    ``class_path``, ``init_args`` argument or config key (empty when the message is of another kind)."""
+    ``class_path``, ``init_args`` argument or config key (empty when the message is of another kind).
+
+    Example:
+        >>> lines = ["Subtypes: [<class 'lit_metric.miners.base.Miner'>]",
+        ...          "- Import path my.TripletMine does not correspond to a subclass of Miner"]
+        >>> print(config_hints(chr(10).join(lines)).strip())  # doctest: +ELLIPSIS
+        Hint: 'my.TripletMine' is not a valid class_path here. Did you mean lit_metric.miners.TripletMiner...
+    """
     hints: list[str] = []
     base: type | None = None
     lines = message.splitlines()
     for i, line in enumerate(lines):
-        subtypes = re.search(r"Subtypes: \[<class '([\w.]+)'>", line)
-        if subtypes:
+        if subtypes := re.search(r"Subtypes: \[<class '([\w.]+)'>", line):
             base = _import(subtypes.group(1))
             continue
         nxt = lines[i + 1] if i + 1 < len(lines) else ""
         given = re.search(r"Problem with given class_path '([\w.]+)':", line)
-        bad_class = None
+        bad_class, kind = None, base
         if given and re.search(r"has no attribute|No module named", nxt):
             bad_class = given.group(1)
         elif m := re.search(r"Import path ([\w.]+) does not correspond to a subclass", line):
             bad_class = m.group(1)
         elif m := re.search(r"Expected a dot import path string: (\S+)", line):
             bad_class = m.group(1)
-        if bad_class is not None and isinstance(base, type):
-            choices = _subclass_choices(base)
+        elif m := re.search(r"Callable\[\[.*?\], ([\w.]+)\] expects a function.*module '([\w.]+)' has no attribute '(\w+)'", line):
+            bad_class, kind = f"{m.group(2)}.{m.group(3)}", _import(m.group(1))  # optimizer callables
+        elif m := re.search(r"expects a function or a callable class: module '([\w.]+)' has no attribute '(\w+)'", line):
+            bad_class, kind = f"{m.group(1)}.{m.group(2)}", None
+        if bad_class is not None:
+            choices = _subclass_choices(kind) if isinstance(kind, type) else []
+            what = f"{kind.__name__} classes" if choices and isinstance(kind, type) else ""
+            if not choices and "." in bad_class:
+                choices, what = _module_classes(bad_class.rpartition(".")[0]), f"classes in {bad_class.rpartition('.')[0]}"
             if choices:
-                hint = _suggest(bad_class.rpartition(".")[2], choices, f"{base.__name__} classes", key=lambda c: c.rpartition(".")[2])
-                hints.append(f"{bad_class!r} is not a {base.__name__} class_path. {hint}")
+                hint = _suggest(bad_class.rpartition(".")[2], choices, what, key=lambda c: c.rpartition(".")[2])
+                hints.append(f"{bad_class!r} is not a valid class_path here. {hint}")
         option = re.search(r"Option '([\w.]+)' is not accepted", nxt)
         if given and option:
             cls = _import(given.group(1))
@@ -125,11 +147,12 @@ class MetricArgumentParser(LightningArgumentParser):
     """LightningCLI's parser; its errors end with :func:`config_hints` (valid choices, close matches)."""
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
-        parser = getattr(ex, "subcommand_parser", None) or self
-        try:
-            message += config_hints(message, parser)
-        except Exception:  # noqa: BLE001 - a hint must never hide the original error
-            pass
+        if self.exit_on_error:  # the parser that reports (nested parsers raise to it): add the hints once
+            parser = getattr(ex, "subcommand_parser", None) or self
+            try:
+                message += config_hints(message, parser)
+            except Exception:  # noqa: BLE001 - a hint must never hide the original error
+                pass
         super().error(message, ex)
 
 

@@ -13,6 +13,18 @@ from lit_metric.losses.base import LossInputs, MetricLoss, Reduction
 __all__ = ["ContrastiveLoss"]
 
 
+def _same_label_entries(labels: Tensor, ref_labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Row-major ``(rows, cols)`` of the entries with ``labels[row] == ref_labels[col]``, by sorting the
+    reference labels (``O(N log N + S)`` for ``S`` entries; no (B, N) mask)."""
+    sorted_ref, order = ref_labels.sort(stable=True)
+    lo = torch.searchsorted(sorted_ref, labels, right=False)
+    counts = torch.searchsorted(sorted_ref, labels, right=True) - lo
+    total = int(counts.sum())
+    rows = torch.repeat_interleave(torch.arange(labels.shape[0], device=labels.device), counts, output_size=total)
+    starts = torch.repeat_interleave(lo - (torch.cumsum(counts, 0) - counts), counts, output_size=total)
+    return rows, order[starts + torch.arange(total, device=labels.device)]
+
+
 class ContrastiveLoss(MetricLoss):
     r"""Pull positive pairs within ``pos_margin``, push negative pairs beyond ``neg_margin``.
 
@@ -105,7 +117,7 @@ class ContrastiveLoss(MetricLoss):
         if labels is None or ref_labels is None:  # prepare() has checked
             raise ValueError(f"Expected argument `labels` for {type(self).__name__}, but got None.")
         acc = torch.promote_types(mat.dtype, torch.float32)  # sums of many half-precision terms overflow
-        rows, cols = (labels.unsqueeze(1) == ref_labels.unsqueeze(0)).nonzero(as_tuple=True)
+        rows, cols = _same_label_entries(labels, ref_labels)
         same_values = mat[rows, cols]
         if inputs.self_index is not None:
             not_self = cols != inputs.self_index[rows]

@@ -42,7 +42,8 @@ class RecallAtK(Metric):
         chunk_size: queries per chunk.
 
     Raises:
-        ValueError / TypeError: on ``k`` < 1 or not an int, non-2-D embeddings, bad labels.
+        ValueError / TypeError: on ``k`` < 1 or not an int, non-2-D embeddings, bad labels; ``compute`` raises
+            ValueError when a K is larger than the gallery (N − 1 other embeddings per query).
 
     Example:
         >>> import torch
@@ -121,6 +122,12 @@ def recall_at_k(
     if kmax < 1 or not bool(answerable.any()):
         raise ValueError(
             "RecallAtK needs at least one class with two or more members among the accumulated embeddings."
+        )
+    if max(k) > n - 1:
+        raise ValueError(
+            f"Expected every K of Recall@K to be at most the gallery size, but got K={max(k)} with {n} embeddings "
+            f"({n - 1} neighbours per query): Recall@{max(k)} would count every query as a hit. Lower `k` (the "
+            "module's `recall_k`) or evaluate on more data."
         )
     q = answerable.nonzero(as_tuple=True)[0]
     _, idx = knn(embeddings[q], embeddings, kmax, distance, chunk_size, query_ref_index=q)

@@ -3,7 +3,7 @@
 Importing ``lit_metric`` never imports lightly or wandb (they load lazily where used).
 """
 
-from lit_metric import distances, distributed, functional, losses, metrics, miners
+from lit_metric import checkpoint, distances, distributed, functional, losses, metrics, miners
 from lit_metric.distances import CosineSimilarity, DotProductSimilarity, EuclideanDistance
 from lit_metric.index import EmbeddingIndex
 from lit_metric.module import MetricLearningModule
@@ -19,6 +19,7 @@ __all__ = [
     "MetricLearningModule",
     "SelfSupervisedModule",
     "__version__",
+    "checkpoint",
     "distances",
     "distributed",
     "functional",

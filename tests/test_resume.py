@@ -1,7 +1,7 @@
 """Exact resume: a run SIGKILLed mid-epoch and resumed with ``--ckpt_path last`` ends where the uninterrupted run does.
 
-For four recipes (triplet + miner with random-shift augmentation and a step LR schedule, ArcFace, InfoNCE on
-two augmented views, the memory-bank NCE loss) on the digits: the uninterrupted run (in process) and a run in
+For four recipes (triplet + miner with random-shift augmentation and a step LR schedule, ArcFace with two loader
+workers, InfoNCE on two augmented views, the memory-bank NCE loss) on the digits: the uninterrupted run (in process) and a run in
 another process that kills itself (``os.kill(os.getpid(), SIGKILL)``: no cleanup, no flush) right after the
 checkpoint of step 4 — the middle of epoch 2 — then ``lit-metric fit … --ckpt_path last`` (in process).  Final
 weights, buffers (memory bank, NCE ``Z`` and step), optimizer and scheduler states must be bit-for-bit equal,
@@ -85,7 +85,8 @@ RECIPES: dict[str, dict[str, Any]] = {
                 "loss_lr": 0.01,
             },
         },
-        "data": {**_DIGITS, "init_args": {**_DIGITS["init_args"], "batches_per_epoch": STEPS_PER_EPOCH}},
+        # with loader workers: Lightning makes (and prefetches) the iterator before the resumed epoch is set
+        "data": {**_DIGITS, "init_args": {**_DIGITS["init_args"], "batches_per_epoch": STEPS_PER_EPOCH, "num_workers": 2}},
     },
     "info_nce": {
         "model": {

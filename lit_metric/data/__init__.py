@@ -21,7 +21,12 @@ from lit_metric.data.omniglot_runs import (
     read_omniglot_runs,
 )
 from lit_metric.data.orl_faces import ORLFacesDataModule
-from lit_metric.data.samplers import PKSampler, disable_sampler_injection, distributed_eval_sampler
+from lit_metric.data.samplers import (
+    PKSampler,
+    SeededSampler,
+    disable_sampler_injection,
+    distributed_eval_sampler,
+)
 from lit_metric.data.sop import SOPDataModule
 from lit_metric.data.two_view import (
     SimCLRAffineTransform,
@@ -29,6 +34,7 @@ from lit_metric.data.two_view import (
     TwoViewCollate,
     TwoViewDataModule,
     TwoViewDataset,
+    sample_uniforms,
     ssl_dataloader,
 )
 
@@ -45,6 +51,7 @@ __all__ = [
     "InShopDataModule",
     "ORLFacesDataModule",
     "SOPDataModule",
+    "SeededSampler",
     "OmniglotDataModule",
     "OmniglotRun",
     "PKSampler",
@@ -60,6 +67,7 @@ __all__ = [
     "load_omniglot",
     "omniglot_one_shot_accuracy",
     "omniglot_run_images",
+    "sample_uniforms",
     "ssl_dataloader",
     "read_omniglot_runs",
 ]

@@ -9,8 +9,10 @@ runNN/training/classJJ.png``: the answer key).  Each test image is classified by
 20 runs × 20 test images = 400 trials.
 
 Image convention (both the PNGs and ``images_evaluation.npz``): 105×105 binary, **True / 1 = white
-background**, strokes False / 0.  All run images also occur in ``images_evaluation.npz``: train on the
-background set only.
+background**, strokes False / 0.  The embedding function receives them as :func:`omniglot_run_images` prepares
+them — by default exactly as :class:`~lit_metric.data.OmniglotDataModule` prepares its training images
+(strokes 1.0, area-resized to ``image_size``).  All run images also occur in ``images_evaluation.npz``: train
+on the background set only.
 """
 
 from __future__ import annotations
@@ -123,19 +125,21 @@ def read_omniglot_runs(root: str | Path) -> list[OmniglotRun]:
     return runs
 
 
-def omniglot_run_images(images: Tensor, image_size: int = IMAGE_SIZE, invert: bool = False) -> Tensor:
-    """Binary ``(B, 105, 105)`` images → float ``(B, 1, image_size, image_size)`` in ``[0, 1]``.
+def omniglot_run_images(images: Tensor, image_size: int = IMAGE_SIZE, invert: bool = True) -> Tensor:
+    """Binary ``(B, 105, 105)`` images (True = background) → float ``(B, 1, image_size, image_size)`` in ``[0, 1]``.
 
-    Background is 1.0 and strokes 0.0 as in the PNGs (``invert=True``: strokes 1.0, background 0.0).  Resizing
-    uses bilinear interpolation with antialiasing (``align_corners=False``), which keeps thin strokes visible.
-    Use the same conversion for training (e.g. on ``images_background.npz``) and evaluation.
+    The preprocessing of :class:`~lit_metric.data.OmniglotDataModule`, so that a model trained there sees the
+    same pixels here: strokes 1.0 and background 0.0 (``invert=False`` keeps the PNGs' background 1.0), resized
+    by area interpolation (``F.interpolate(mode="area")``: the mean of the covered pixels, so thin strokes stay
+    visible) and rounded to multiples of 1/255 (the data module stores uint8).
     """
     check_int(image_size, "image_size", 1)
     x = images.float().unsqueeze(1)
     if invert:
         x = 1.0 - x
-    if image_size != x.shape[-1]:
-        x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="bilinear", antialias=True)
+    if image_size != x.shape[-1] or image_size != x.shape[-2]:
+        x = torch.nn.functional.interpolate(x, size=(image_size, image_size), mode="area")
+        x = (x * 255).round() / 255
     return x
 
 
@@ -144,7 +148,7 @@ def omniglot_one_shot_accuracy(
     embed: Callable[[Tensor], Tensor],
     root: str | Path,
     image_size: int = IMAGE_SIZE,
-    invert: bool = False,
+    invert: bool = True,
     distance: BaseDistance | None = None,
 ) -> dict[str, object]:
     """The official 20-way one-shot accuracy over the 400 trials of Lake et al.'s 20 runs.
@@ -157,8 +161,10 @@ def omniglot_one_shot_accuracy(
             test images as ``(20, 1, image_size, image_size)`` float CPU tensors prepared by
             :func:`omniglot_run_images`.  An ``nn.Module`` is put in eval mode and its inputs moved to its device.
         root: ``all_runs.zip``, its folder, or an extracted ``all_runs/`` folder.
-        image_size: side of the (square) images passed to ``embed`` (105 = original).
-        invert: strokes 1.0 / background 0.0 instead of the PNGs' background 1.0.
+        image_size: side of the (square) images passed to ``embed`` (105 = original; e.g. 28 for the usual
+            few-shot convnets).
+        invert: strokes 1.0 / background 0.0 (default, as :class:`~lit_metric.data.OmniglotDataModule` feeds its
+            models); False keeps the PNGs' background 1.0.
         distance: the measure (default cosine similarity).
 
     Returns:

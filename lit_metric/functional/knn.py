@@ -160,14 +160,16 @@ def _finalize(
         cut = vals[:, k] == vals[:, k - 1]  # a tie group crosses the boundary: membership needs the full row
     else:
         cut = torch.zeros(vals.shape[0], dtype=torch.bool, device=vals.device)
-    vals, idx = vals[:, :k].clone(), idx[:, :k].clone()
-    if k > 1:
-        inner = (vals[:, 1:] == vals[:, :-1]).any(1) & ~cut
-        if bool(inner.any()):
-            rows = inner.nonzero(as_tuple=True)[0]
-            flag = None if ql is None else _same_label(ql[rows], ref_labels, idx[rows])
-            vals[rows], idx[rows] = _lexsort_rows(vals[rows], idx[rows], flag)
-    if bool(cut.any()):
+    vals, idx = vals[:, :k], idx[:, :k]
+    inner = (vals[:, 1:] == vals[:, :-1]).any(1) & ~cut if k > 1 else torch.zeros_like(cut)
+    any_inner, any_cut = bool(inner.any()), bool(cut.any())
+    if any_inner or any_cut:
+        vals, idx = vals.clone(), idx.clone()  # rows are rewritten below
+    if any_inner:  # ties inside the top k: reorder those rows by the tie rule
+        rows = inner.nonzero(as_tuple=True)[0]
+        flag = None if ql is None else _same_label(ql[rows], ref_labels, idx[rows])
+        vals[rows], idx[rows] = _lexsort_rows(vals[rows], idx[rows], flag)
+    if any_cut:
         rows = cut.nonzero(as_tuple=True)[0]
         raw_rows = (
             _self_excluded_scores(q[rows], refs, distance, None if qi is None else qi[rows])

@@ -77,7 +77,7 @@ def test_module_embedder_resized_and_inverted(runs_zip: Path) -> None:
             return x.flatten(1) * self.scale
 
     model = Flatten()
-    out = omniglot_one_shot_accuracy(model, runs_zip, image_size=28, invert=True)
+    out = omniglot_one_shot_accuracy(model, runs_zip, image_size=28)
     assert seen[0] == (20, 1, 28, 28) and model.training
     assert 0.1 < out["accuracy"] < 0.4  # type: ignore[operator]
 
@@ -89,8 +89,20 @@ def test_extracted_folder_and_images(tmp_path: Path, runs_zip: Path) -> None:
     assert run.name == "run01" and run.answers[0] == 7
     x = omniglot_run_images(run.training[:2])
     assert x.shape == (2, 1, 105, 105) and x.dtype == torch.float32 and set(x.unique().tolist()) == {0.0, 1.0}
-    small = omniglot_run_images(run.training[:2], image_size=28, invert=True)
+    assert x.mean() < 0.2  # default: strokes 1, background 0
+    assert torch.equal(omniglot_run_images(run.training[:2], invert=False), 1 - x)
+    small = omniglot_run_images(run.training[:2], image_size=28)
     assert small.shape == (2, 1, 28, 28) and 0 <= small.min() and small.max() <= 1
+
+
+def test_same_pixels_as_the_training_data_module(runs: list) -> None:
+    omniglot = pytest.importorskip("lit_metric.data.omniglot")
+    if not hasattr(omniglot, "_resize"):
+        pytest.skip("OmniglotDataModule's resize helper moved")
+    images = runs[0].test[:4]
+    for size in (105, 28):
+        theirs = omniglot._resize(images.numpy(), size).float() / 255  # what OmniglotDataModule feeds a model
+        torch.testing.assert_close(omniglot_run_images(images, size), theirs, atol=1e-6, rtol=0)
 
 
 def test_missing_runs_raise(tmp_path: Path) -> None:

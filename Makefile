@@ -23,7 +23,7 @@ demo: $(STAMP)
 	$(BIN)/lit-metric fit --config configs/digits_triplet.yaml --trainer.enable_progress_bar=false
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900 --durations=15 tests
+	$(BIN)/python -m pytest -q -p no:cacheprovider --timeout=900 --durations=15 --doctest-modules lit_metric tests
 
 lint: $(STAMP)
 	$(BIN)/ruff check lit_metric tests benchmarks examples

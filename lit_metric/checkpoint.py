@@ -37,6 +37,8 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from torch import nn
 from torch.utils.data import DataLoader
 
+from lit_metric import distributed
+
 __all__ = [
     "CheckedCheckpointIO",
     "CheckpointError",
@@ -188,7 +190,8 @@ def check_state_dict(module: nn.Module, state_dict: Mapping[str, Any], source: A
 
 def get_rng_states() -> dict[str, Any]:
     """The global RNG states (torch CPU and CUDA, numpy, ``random``), in a form ``weights_only`` loading accepts."""
-    keys, pos, has_gauss, cached = np.random.get_state()[1:]
+    state: Any = np.random.get_state(legacy=True)
+    _, keys, pos, has_gauss, cached = state
     version, internal, gauss = random.getstate()
     states: dict[str, Any] = {
         "torch": torch.get_rng_state(),
@@ -228,11 +231,11 @@ def _restart_position(trainer: L.Trainer) -> tuple[int, int] | None:
     fit_loop = trainer.fit_loop
     if not getattr(fit_loop, "restarted_mid_epoch", False):
         return None
-    done = int(fit_loop.epoch_loop.batch_progress.current.processed)
+    done = int(fit_loop.epoch_loop.batch_progress.current.processed)  # type: ignore[attr-defined]
     total = trainer.num_training_batches
     if done <= 0 or (total != float("inf") and done >= total):
         return None  # nothing trained yet, or the epoch was finished: Lightning moves on to the next one
-    return int(fit_loop.epoch_progress.current.processed), done
+    return int(fit_loop.epoch_progress.current.processed), done  # type: ignore[attr-defined]
 
 
 def resume_data_position(trainer: L.Trainer) -> int:
@@ -266,8 +269,9 @@ def resume_data_position(trainer: L.Trainer) -> int:
         resumed += 1
         if loader.num_workers > 0:
             for obj in {id(o): o for o in (sampler, getattr(batch_sampler, "sampler", None)) if o is not None}.values():
-                if callable(getattr(obj, "set_epoch", None)):
-                    obj.set_epoch(epoch)
+                set_epoch = getattr(obj, "set_epoch", None)
+                if callable(set_epoch):
+                    set_epoch(epoch)
             remade = True
     fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
     if remade and fetcher is not None:
@@ -280,7 +284,8 @@ class ExactResume(L.Callback):
 
     :class:`~lit_metric.MetricLearningModule` and :class:`~lit_metric.SelfSupervisedModule` add it themselves
     (``configure_callbacks``); add it to ``trainer.callbacks`` for other LightningModules.  Its state (the RNG
-    states at the save) is stored under ``checkpoint["callbacks"]["ExactResume"]``.
+    states at the save) is stored under ``checkpoint["callbacks"]["ExactResume"]``; under DDP the states of every
+    rank are gathered into the checkpoint (Lightning asks every rank for it) and each rank gets its own back.
     """
 
     def __init__(self) -> None:
@@ -288,10 +293,25 @@ class ExactResume(L.Callback):
         self._silenced: Any = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rng": get_rng_states()}
+        states = get_rng_states()
+        if not distributed.is_distributed():
+            return {"rng": states}
+        per_rank: list[Any] = [None] * distributed.world_size()
+        torch.distributed.all_gather_object(per_rank, states)
+        return {"rng_per_rank": per_rank}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._rng_to_restore = state_dict.get("rng")
+        per_rank = state_dict.get("rng_per_rank")
+        if per_rank is None:
+            self._rng_to_restore = state_dict.get("rng")
+        elif len(per_rank) == distributed.world_size():
+            self._rng_to_restore = per_rank[distributed.rank()]
+        else:  # another number of ranks: each rank's random stream cannot continue; the data position still does
+            warnings.warn(
+                f"ExactResume: the checkpoint holds the RNG states of {len(per_rank)} ranks, this run has "
+                f"{distributed.world_size()}; the global RNGs are not restored.",
+                stacklevel=2,
+            )
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if resume_data_position(trainer) and all(
@@ -309,8 +329,9 @@ class ExactResume(L.Callback):
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if self._silenced is not None:
-            if self._silenced in warnings.filters:
-                warnings.filters.remove(self._silenced)
+            filters: list[Any] = warnings.filters  # type: ignore[assignment]
+            if self._silenced in filters:
+                filters.remove(self._silenced)
                 mutated = getattr(warnings, "_filters_mutated", None) or getattr(warnings, "_filters_mutated_lock_held", None)
                 if callable(mutated):
                     mutated()  # invalidate the warning registries' caches, as warnings.filterwarnings does

@@ -364,3 +364,25 @@ def test_rng_states_round_trip_through_a_weights_only_checkpoint(tmp_path: Path)
     set_rng_states(torch.load(path, weights_only=True))
     got = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(expected[0], got[0]) and np.array_equal(expected[1], got[1]) and expected[2] == got[2]
+
+
+def test_exact_resume_keeps_every_ranks_rng_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Under DDP each rank's states are gathered at the save and each rank restores its own."""
+    from lit_metric import distributed
+    from lit_metric.checkpoint import ExactResume
+
+    def fake_gather(out: list[Any], obj: Any) -> None:  # rank 1 of 2: rank 0 had other states
+        out[:] = [{**obj, "torch": torch.zeros_like(obj["torch"])}, obj]
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "world_size", lambda: 2)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    monkeypatch.setattr(torch.distributed, "all_gather_object", fake_gather)
+    state = ExactResume().state_dict()
+    assert len(state["rng_per_rank"]) == 2
+    callback = ExactResume()
+    callback.load_state_dict(state)
+    assert callback._rng_to_restore is state["rng_per_rank"][1]
+    monkeypatch.setattr(distributed, "world_size", lambda: 4)
+    with pytest.warns(UserWarning, match="RNG states of 2 ranks, this run has 4"):
+        ExactResume().load_state_dict(state)

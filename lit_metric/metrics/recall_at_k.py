@@ -51,7 +51,7 @@ class RecallAtK(Metric):
         >>> emb = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9], [0.8, 0.3]])
         >>> metric.update(emb, torch.tensor([0, 0, 1, 1, 1]))
         >>> {name: round(v.item(), 2) for name, v in metric.compute().items()}
-        {'recall@1': 0.6, 'recall@2': 0.8}
+        {'recall@1': 0.8, 'recall@2': 0.8}
     """
 
     is_differentiable = False

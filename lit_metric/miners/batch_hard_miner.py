@@ -23,7 +23,7 @@ class BatchHardMiner(Miner):
         >>> emb = torch.tensor([[0.0, 1.0], [0.0, 0.9], [1.0, 0.0], [0.7, 0.7]])
         >>> a, p, n = BatchHardMiner()(emb, torch.tensor([0, 0, 1, 1]))
         >>> a.tolist(), p.tolist(), n.tolist()
-        ([0, 1, 2, 3], [1, 0, 3, 2], [3, 3, 1, 0])
+        ([0, 1, 2, 3], [1, 0, 3, 2], [3, 3, 0, 0])
     """
 
     def mine(self, inputs: MinerInputs) -> tuple[Tensor, Tensor, Tensor]:

@@ -255,7 +255,7 @@ def resume_data_position(trainer: L.Trainer) -> int:
     if position is None:
         return 0
     epoch, done = position
-    resumed, remade = 0, False
+    resumed, workers = 0, False
     for loader in _flatten_loaders(trainer.train_dataloader):
         if not isinstance(loader, DataLoader):
             continue
@@ -267,16 +267,43 @@ def resume_data_position(trainer: L.Trainer) -> int:
         else:
             continue
         resumed += 1
-        if loader.num_workers > 0:
-            for obj in {id(o): o for o in (sampler, getattr(batch_sampler, "sampler", None)) if o is not None}.values():
-                set_epoch = getattr(obj, "set_epoch", None)
-                if callable(set_epoch):
-                    set_epoch(epoch)
-            remade = True
-    fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
-    if remade and fetcher is not None:
-        iter(fetcher)  # new worker iterators: they draw from the epoch and position set above
+        workers |= loader.num_workers > 0
+    if workers:
+        _remake_train_iterators(trainer, epoch)  # worker iterators prefetched before the epoch and position were set
     return done if resumed else 0
+
+
+def _resumed_epoch_start(trainer: L.Trainer) -> int | None:
+    """The epoch a resumed run starts with when its checkpoint was saved at the end of the previous epoch
+    (on the epoch's end, or after its last batch); None otherwise."""
+    fit_loop, epoch_loop = trainer.fit_loop, trainer.fit_loop.epoch_loop
+    if not fit_loop.is_resuming:
+        return None
+    after_last_batch = (
+        getattr(fit_loop, "restarted_mid_epoch", False)
+        and getattr(epoch_loop, "restarted_on_train_batch_end", False)
+        and epoch_loop.batch_progress.is_last_batch
+    )  # Lightning then moves on to the next epoch (FitLoop.reset)
+    if getattr(fit_loop, "resumed_on_epoch_end", False) or after_last_batch:
+        return int(fit_loop.epoch_progress.current.processed)  # type: ignore[attr-defined]
+    return None
+
+
+def _remake_train_iterators(trainer: L.Trainer, epoch: int) -> None:
+    """Set the samplers' epoch and make the training iterators again.
+
+    Lightning makes them while setting up (before the resumed epoch is known; DataLoader workers prefetch from
+    the sampler right then) and, on a resume, uses them for the first epoch instead of making new ones.
+    """
+    for loader in _flatten_loaders(trainer.train_dataloader):
+        objects = (getattr(loader, "sampler", None), getattr(getattr(loader, "batch_sampler", None), "sampler", None))
+        for obj in {id(o): o for o in objects if o is not None}.values():
+            set_epoch = getattr(obj, "set_epoch", None)
+            if callable(set_epoch):
+                set_epoch(epoch)
+    fetcher = getattr(trainer.fit_loop, "_data_fetcher", None)
+    if fetcher is not None:
+        iter(fetcher)
 
 
 class ExactResume(L.Callback):
@@ -326,6 +353,10 @@ class ExactResume(L.Callback):
             # the first one of the resumed batch, as in the uninterrupted run
             set_rng_states(self._rng_to_restore)
             self._rng_to_restore = None
+        epoch = _resumed_epoch_start(trainer)
+        if epoch is not None:
+            # saved at the end of an epoch: the uninterrupted run made the next epoch's iterators after the save
+            _remake_train_iterators(trainer, epoch)
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
         if self._silenced is not None:

@@ -241,6 +241,7 @@ def _wait_killed(handle: Any, log: Path) -> None:
 
 
 @pytest.mark.parametrize("recipe", list(RECIPES))
+@pytest.mark.filterwarnings("error:You're resuming from a checkpoint")  # Lightning's "not resumable" warning
 def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(recipe: str, tmp_path: Path, one_thread: None) -> None:
     killed_cfg = _write_config(tmp_path / "b", recipe, "killed", kill=True)
     # the killed run in another process, while this one runs the uninterrupted run

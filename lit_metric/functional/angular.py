@@ -8,25 +8,14 @@ import torch
 import torch.utils.checkpoint
 from torch import Tensor
 
-from lit_metric.functional.logsumexp import masked_logsumexp
-
 __all__ = ["angular_pair_terms"]
 
 
-def _chunk_terms(
-    anchor_sim: Tensor,
-    pos_sim: Tensor,
-    a: Tensor,
-    p: Tensor,
-    p_row: Tensor,
-    neg_mask: Tensor,
-    c_neg: float,
-    c_pos: float,
-) -> Tensor:
-    # f_apn = c_neg · (x_a + x_p)·x_n − c_pos · x_a·x_p, with (x_a + x_p)·x_n = S[a, n] + R[p, n]
-    f = c_neg * (anchor_sim[a] + pos_sim[p_row]) - c_pos * anchor_sim[a, p].unsqueeze(1)
-    lse, _ = masked_logsumexp(f, neg_mask, dim=1)
-    return torch.nn.functional.softplus(lse)  # log(1 + Σ_n e^f); 0 for a pair without negatives
+def _chunk_terms(left: Tensor, right: Tensor, ap: Tensor, a: Tensor, p_row: Tensor) -> Tensor:
+    # log Σ_n exp(c_neg·S[a, n] + c_neg·R[p, n] − c_pos·S[a, p]): the −c_pos·S[a, p] is constant along n,
+    # so it leaves the log-sum-exp; non-negatives are −inf in ``left`` already
+    lse = torch.logsumexp(left[a] + right[p_row], dim=1) - ap
+    return torch.nn.functional.softplus(lse)  # log(1 + Σ_n e^f)
 
 
 def angular_pair_terms(
@@ -42,11 +31,14 @@ def angular_pair_terms(
 ) -> Tensor:
     r"""Per positive pair ``(a, p)``: ``log(1 + Σ_n exp(4tan²α (x_a + x_p)·x_n − 2(1 + tan²α) x_a·x_p))``.
 
-    ``n`` runs over the references whose label differs from the anchor's.  The ``(P, N)`` matrix of
-    exponents is built from two similarity matrices by gathering rows, never from a ``(P, N, D)``
-    product, and in chunks of ``chunk_elements``; when there is more than one chunk each is
-    recomputed in the backward pass (activation checkpointing), so the memory stays
-    ``O(chunk_elements + B·N)`` whatever the number of positive pairs.
+    ``n`` runs over the references whose label differs from the anchor's.  The exponent of a pair is
+    the sum of a row of ``4tan²α·S`` (anchor side, with −∞ at the non-negatives, masked once on the
+    ``(B, N)`` matrix) and a row of ``4tan²α·R`` (positive side) minus a per-pair constant that leaves the
+    log-sum-exp: two row gathers and one add per element of the ``(P, N)`` exponent matrix, never a
+    ``(P, N, D)`` product.  It is processed in chunks of ``chunk_elements``; with more than one chunk
+    each is recomputed in the backward pass (activation checkpointing), so the memory stays
+    ``O(chunk_elements + B·N)`` whatever the number of positive pairs.  A pair whose anchor has no
+    negative contributes 0.
 
     Args:
         anchor_sim: ``(B, N)`` inner products of the (unit-norm) anchors with the references.
@@ -63,28 +55,30 @@ def angular_pair_terms(
     """
     tan_sq = math.tan(alpha) ** 2
     c_neg, c_pos = 4.0 * tan_sq, 2.0 * (1.0 + tan_sq)
+    neg_mask = labels.unsqueeze(1) != ref_labels.unsqueeze(0)  # (B, N)
+    has_neg = neg_mask.any(1)
+    left = torch.where(neg_mask, c_neg * anchor_sim, torch.full_like(anchor_sim, float("-inf")))
+    left = torch.where(has_neg.unsqueeze(1), left, torch.zeros_like(left))  # finite rows: no NaN in backward
+    right = c_neg * pos_sim
+    ap = c_pos * anchor_sim[a, p]
     n_ref = anchor_sim.shape[1]
     step = max(1, chunk_elements // max(1, n_ref))
     n_pairs = a.shape[0]
     if n_pairs <= step:
-        neg_mask = labels[a].unsqueeze(1) != ref_labels.unsqueeze(0)
-        return _chunk_terms(anchor_sim, pos_sim, a, p, p_row, neg_mask, c_neg, c_pos)
-    parts = []
-    for start in range(0, n_pairs, step):
-        sl = slice(start, start + step)
-        neg_mask = labels[a[sl]].unsqueeze(1) != ref_labels.unsqueeze(0)
-        parts.append(
-            torch.utils.checkpoint.checkpoint(
-                _chunk_terms,
-                anchor_sim,
-                pos_sim,
-                a[sl],
-                p[sl],
-                p_row[sl],
-                neg_mask,
-                c_neg,
-                c_pos,
-                use_reentrant=False,
-            )
+        terms = _chunk_terms(left, right, ap, a, p_row)
+    else:
+        terms = torch.cat(
+            [
+                torch.utils.checkpoint.checkpoint(
+                    _chunk_terms,
+                    left,
+                    right,
+                    ap[start : start + step],
+                    a[start : start + step],
+                    p_row[start : start + step],
+                    use_reentrant=False,
+                )
+                for start in range(0, n_pairs, step)
+            ]
         )
-    return torch.cat(parts)
+    return torch.where(has_neg[a], terms, torch.zeros_like(terms))

@@ -6,6 +6,8 @@ another process that kills itself (``os.kill(os.getpid(), SIGKILL)``: no cleanup
 checkpoint of step 4 — the middle of epoch 2 — then ``lit-metric fit … --ckpt_path last`` (in process).  Final
 weights, buffers (memory bank, NCE ``Z`` and step), optimizer and scheduler states must be bit-for-bit equal,
 and so must every logged metric (CSV logs: train losses per step, validation Recall@K / k-NN accuracy per epoch).
+The triplet recipe (whose augmentation draws from the global RNG) is also killed after an end-of-epoch checkpoint
+(``ModelCheckpoint``'s default), where Lightning restarts on an iterator it made before the epoch was known.
 
 The triplet run is killed as a real ``python -m lit_metric fit`` subprocess; the others are forked from this
 process (the same CLI entry point, without paying the imports again) to keep the file fast.  Everything runs
@@ -15,6 +17,7 @@ sampler fast-forward, per-sample augmentation seeds, RNG state round trip.
 
 from __future__ import annotations
 
+import copy
 import csv
 import os
 import signal
@@ -133,15 +136,23 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-def _write_config(root: Path, recipe: str, version: str, kill: bool = False) -> Path:
+# where the checkpoints are saved, and after which step the run is killed
+SCENARIOS: dict[str, tuple[dict[str, Any], int]] = {
+    "mid_epoch": ({"every_n_train_steps": CKPT_EVERY}, KILL_AFTER),
+    "epoch_end": ({"every_n_epochs": 1}, STEPS_PER_EPOCH),  # ModelCheckpoint's default: at the end of each epoch
+}
+
+
+def _write_config(root: Path, recipe: str, version: str, kill: bool = False, scenario: str = "mid_epoch") -> Path:
+    checkpoint, kill_after = SCENARIOS[scenario]
     callbacks: list[dict[str, Any]] = [
         {
             "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
-            "init_args": {"dirpath": str(root / "ckpt"), "every_n_train_steps": CKPT_EVERY, "save_last": True},
+            "init_args": {"dirpath": str(root / "ckpt"), "save_last": True, **checkpoint},
         }
     ]
     if kill:
-        callbacks.append({"class_path": "tests.test_resume.KillAfterStep", "init_args": {"step": KILL_AFTER}})
+        callbacks.append({"class_path": "tests.test_resume.KillAfterStep", "init_args": {"step": kill_after}})
     config = {
         "seed_everything": 0,
         "trainer": {
@@ -240,31 +251,46 @@ def _wait_killed(handle: Any, log: Path) -> None:
     assert killed, log.read_text()[-3000:]
 
 
-@pytest.mark.parametrize("recipe", list(RECIPES))
+_UNINTERRUPTED: dict[str, tuple[dict[str, Any], dict[tuple[int, str], str]]] = {}
+
+
+def _uninterrupted(recipe: str, root: Path) -> tuple[dict[str, Any], dict[tuple[int, str], str]]:
+    """States and logged metrics of the uninterrupted run (once per recipe: the checkpoint settings of a
+    scenario do not change the training)."""
+    if recipe not in _UNINTERRUPTED:
+        full = _fit(_write_config(root, recipe, "full"))
+        assert full.trainer.global_step == STEPS_PER_EPOCH * EPOCHS
+        _UNINTERRUPTED[recipe] = copy.deepcopy(_states(full)), _metrics(root, "full")
+    return _UNINTERRUPTED[recipe]
+
+
+@pytest.mark.parametrize(
+    ("recipe", "scenario"), [*((r, "mid_epoch") for r in RECIPES), ("triplet_miner", "epoch_end")]
+)
 @pytest.mark.filterwarnings("error:You're resuming from a checkpoint")  # Lightning's "not resumable" warning
-def test_sigkill_mid_epoch_then_resume_equals_uninterrupted(recipe: str, tmp_path: Path, one_thread: None) -> None:
-    killed_cfg = _write_config(tmp_path / "b", recipe, "killed", kill=True)
+def test_sigkill_then_resume_equals_uninterrupted(recipe: str, scenario: str, tmp_path: Path, one_thread: None) -> None:
+    killed_cfg = _write_config(tmp_path / "b", recipe, "killed", kill=True, scenario=scenario)
     # the killed run in another process, while this one runs the uninterrupted run
-    handle = _start_killed_run(killed_cfg, tmp_path / "killed.log", fork=recipe != "triplet_miner")
+    handle = _start_killed_run(killed_cfg, tmp_path / "killed.log", fork=(recipe, scenario) != ("triplet_miner", "mid_epoch"))
     try:
-        full = _fit(_write_config(tmp_path / "a", recipe, "full"))
+        expected, full_metrics = _uninterrupted(recipe, tmp_path / "a")
     finally:
         _wait_killed(handle, tmp_path / "killed.log")
-    assert full.trainer.global_step == STEPS_PER_EPOCH * EPOCHS
     last = torch.load(tmp_path / "b" / "ckpt" / "last.ckpt", weights_only=False)
-    assert last["global_step"] == KILL_AFTER and last["epoch"] == 1  # saved mid-epoch, then killed
+    kill_after = SCENARIOS[scenario][1]
+    assert last["global_step"] == kill_after  # mid_epoch: 1st batch of epoch 2; epoch_end: saved as epoch 1 ended
+    assert last["epoch"] == (1 if scenario == "mid_epoch" else 0)
 
-    resumed = _fit(_write_config(tmp_path / "b", recipe, "resumed"), "--ckpt_path=last")
-    assert resumed.trainer.global_step == full.trainer.global_step
+    resumed = _fit(_write_config(tmp_path / "b", recipe, "resumed", scenario=scenario), "--ckpt_path=last")
+    assert resumed.trainer.global_step == STEPS_PER_EPOCH * EPOCHS
 
-    expected, got = _states(full), _states(resumed)
+    got = _states(resumed)
     assert expected.keys() == got.keys()
     different = [k for k in expected if not torch.equal(torch.as_tensor(expected[k]), torch.as_tensor(got[k]))]
     assert not different, different[:10]
     if recipe == "memory_bank":
         assert int(got["model.loss.step"]) == STEPS_PER_EPOCH * EPOCHS and torch.isfinite(got["model.loss.log_z"])
 
-    full_metrics = _metrics(tmp_path / "a", "full")
     assert _metrics(tmp_path / "b", "killed", "resumed") == full_metrics
     assert any(name.startswith("val/") for _, name in full_metrics)  # validation metrics are compared too
 

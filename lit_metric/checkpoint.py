@@ -9,9 +9,20 @@ lit_metric modules through ``configure_callbacks``) adds the two missing pieces:
   had already trained on (:func:`resume_data_position`; :class:`~lit_metric.data.PKSampler` and
   :class:`~lit_metric.data.samplers.SeededSampler` draw each epoch as a pure function of ``(seed, epoch)``, so
   the rest of the epoch is the uninterrupted run's), instead of Lightning's default of starting the epoch over;
-* the **global RNG states** (torch CPU/CUDA, numpy, ``random``) at the moment of the save, restored just
-  before the first resumed batch: per-item augmentations drawing from the global RNG and dropout continue
-  the same random stream.
+* the **global RNG states** (torch CPU/CUDA, numpy, ``random``; per rank under DDP) at the moment of the save,
+  restored just before the first resumed batch: per-item augmentations drawing from the global RNG and dropout
+  continue the same random stream.
+
+Lightning makes the training iterator while it sets up, before it knows the resumed epoch, and uses it for
+the first resumed epoch; with DataLoader workers it has already prefetched from the sampler by then.
+:class:`ExactResume` makes it again where that matters (workers mid-epoch; any resume from an end-of-epoch
+checkpoint, after restoring the RNG, as the uninterrupted run made it after the save).  Tested: a run
+SIGKILLed mid-epoch or after an end-of-epoch checkpoint and resumed ends bit-for-bit equal to the
+uninterrupted run (``tests/test_resume.py``).  Not exact: resuming an iteration-based run (``max_steps``) from
+an end-of-epoch checkpoint (Lightning's own restart path then departs from the uninterrupted run: its logged
+``epoch`` already differs), and per-item
+augmentation drawing from the global RNG inside DataLoader workers (seed it per sample instead, as
+:func:`~lit_metric.data.ssl_dataloader` does).
 
 Loading is checked: :class:`CheckedCheckpointIO` (installed by the ``lit-metric`` command line) turns a
 truncated or corrupt file into a :class:`CheckpointError` naming the file, and :func:`check_state_dict` (run by

@@ -129,15 +129,19 @@ def interval_triplets(
     if a_idx.numel() == 0:
         empty = torch.empty(0, dtype=torch.long, device=device)
         return empty, empty, empty
+    # binary-search only at the positive pairs (P of them), each in its anchor's sorted negatives
+    rows = sorted_key[a_idx]  # (P, N)
+    n_neg_p = n_neg[a_idx, p_idx]
     if lower is None:
         lo = torch.zeros_like(a_idx)
     else:
-        lo = torch.searchsorted(sorted_key, lower.contiguous(), right=not lower_inclusive)[a_idx, p_idx]
+        bound = lower[a_idx, p_idx].unsqueeze(1).contiguous()
+        lo = torch.searchsorted(rows, bound, right=not lower_inclusive).squeeze(1)
     if upper is None:
-        hi = n_neg[a_idx, p_idx]
+        hi = n_neg_p
     else:
-        hi = torch.searchsorted(sorted_key, upper.contiguous(), right=upper_inclusive)[a_idx, p_idx]
-        hi = torch.minimum(hi, n_neg[a_idx, p_idx])
+        bound = upper[a_idx, p_idx].unsqueeze(1).contiguous()
+        hi = torch.minimum(torch.searchsorted(rows, bound, right=upper_inclusive).squeeze(1), n_neg_p)
     counts = (hi - lo).clamp_min(0)
     total = int(counts.sum())
     pair_id = torch.repeat_interleave(torch.arange(counts.numel(), device=device), counts, output_size=total)

@@ -86,7 +86,8 @@ class TripletMarginLoss(MetricLoss):
         return self._chunked_all(mat, ref, pos_mask, neg_mask, inputs)
 
     def _triplet_terms(self, mat: Tensor, ref: Tensor, a: Tensor, p: Tensor, n: Tensor) -> Tensor:
-        d_ap, d_an = mat[a, p], mat[a, n]
+        flat, n_ref = mat.reshape(-1), mat.shape[1]  # 1-D gathers are much cheaper than 2-index ones
+        d_ap, d_an = flat[a * n_ref + p], flat[a * n_ref + n]
         if self.swap:
             d_pn = self.distance.rowwise(ref[p], ref[n])
             # the negative side is the *closer* of (a, n) and (p, n)

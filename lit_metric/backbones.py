@@ -120,8 +120,9 @@ class EmbeddingHead(nn.Module):
     Example:
         >>> import torch
         >>> head = EmbeddingHead(16, 4)
-        >>> head(torch.randn(3, 16)).norm(dim=1)
-        tensor([1.0000, 1.0000, 1.0000], grad_fn=<LinalgVectorNormBackward0>)
+        >>> z = head(torch.randn(3, 16))
+        >>> z.shape, torch.allclose(z.norm(dim=1), torch.ones(3))
+        (torch.Size([3, 4]), True)
     """
 
     def __init__(self, in_features: int, embedding_dim: int = 128, normalize: bool = True, batch_norm: bool = False) -> None:

@@ -3,20 +3,14 @@ unseen)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from lit_metric.data._image_files import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CorruptPolicy,
     FileList,
     ImageFilesDataModule,
-    ImageMode,
 )
 
 __all__ = ["Cars196DataModule"]
@@ -80,31 +74,6 @@ class Cars196DataModule(ImageFilesDataModule):
         "cars_test_annos_withlabels.mat) from a mirror and place them in `root` (root/cars_annos.mat, "
         "root/car_ims/000001.jpg …)."
     )
-
-    def __init__(
-        self,
-        root: str | Path,
-        p: int = 8,
-        k: int = 4,
-        batches_per_epoch: int | None = None,
-        image_size: int | tuple[int, int] = 224,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        eval_crop_pct: float = 0.875,
-        image_mode: ImageMode = "RGB",
-        train_transform: Callable[[Image.Image], Any] | None = None,
-        eval_transform: Callable[[Image.Image], Any] | None = None,
-        eval_batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        download: bool = False,
-        corrupt_images: CorruptPolicy = "error",
-        drop_singleton_classes: bool = False,
-    ) -> None:
-        super().__init__(
-            root, p, k, batches_per_epoch, image_size, mean, std, eval_crop_pct, image_mode, train_transform,
-            eval_transform, eval_batch_size, num_workers, seed, download, corrupt_images, drop_singleton_classes,
-        )  # fmt: skip
 
     def find_data_dir(self) -> Path | None:
         for candidate in (self.root, self.root / "stanford_cars"):

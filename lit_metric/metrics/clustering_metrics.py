@@ -6,11 +6,9 @@ from typing import Literal
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
-from lit_metric._validation import check_choice, check_embeddings, check_int, check_labels
-from lit_metric.metrics.retrieval_metrics import canonical_order, has_entries
+from lit_metric._validation import check_choice, check_int
+from lit_metric.metrics._embedding_states import EmbeddingStateMetric
 
 __all__ = ["ClusteringMetrics", "cluster_scores"]
 
@@ -48,7 +46,7 @@ def cluster_scores(
     return {"nmi": torch.tensor(float(nmi)), "ami": torch.tensor(float(ami))}
 
 
-class ClusteringMetrics(Metric):
+class ClusteringMetrics(EmbeddingStateMetric):
     """Normalised and adjusted mutual information (NMI, AMI) between the labels and a k-means clustering of the
     embeddings with k = number of classes — the clustering metrics of Song et al. (CVPR 2016) and Musgrave et al.
     (ECCV 2020).  AMI corrects NMI for chance (Vinh et al., JMLR 2010): ~0 for random clusters, 1 for perfect ones.
@@ -77,9 +75,6 @@ class ClusteringMetrics(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
-    embeddings: list[Tensor]
-    labels: list[Tensor]
-    indices: list[Tensor]
 
     def __init__(
         self,
@@ -94,24 +89,8 @@ class ClusteringMetrics(Metric):
         self.max_iter = check_int(max_iter, "max_iter", 1)
         self.seed = check_int(seed, "seed", 0)
         self.average_method = check_choice(average_method, "average_method", ("arithmetic", "geometric", "min", "max"))
-        self.add_state("embeddings", default=[], dist_reduce_fx="cat")
-        self.add_state("labels", default=[], dist_reduce_fx="cat")
-        self.add_state("indices", default=[], dist_reduce_fx="cat")
-
-    def update(self, embeddings: Tensor, labels: Tensor, indices: Tensor | None = None) -> None:
-        """Accumulate ``(B, D)`` embeddings, ``(B,)`` labels and optional ``(B,)`` dataset indices."""
-        check_embeddings(embeddings)
-        check_labels(labels, embeddings.shape[0])
-        if indices is not None:
-            check_labels(indices, embeddings.shape[0], "indices")
-        else:
-            indices = torch.full_like(labels, -1)
-        self.embeddings.append(embeddings.detach())
-        self.labels.append(labels.detach().long())
-        self.indices.append(indices.detach().long().to(labels.device))
+        self.add_embedding_states()
 
     def compute(self) -> dict[str, Tensor]:
-        if not has_entries(self.embeddings):
-            raise RuntimeError("ClusteringMetrics.compute() called before any update().")
-        emb, labels = canonical_order(dim_zero_cat(self.indices), dim_zero_cat(self.embeddings), dim_zero_cat(self.labels))
+        emb, labels = self.ordered()
         return cluster_scores(emb, labels, self.n_init, self.max_iter, self.seed, self.average_method)  # type: ignore[arg-type]

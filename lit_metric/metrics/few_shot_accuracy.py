@@ -4,20 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 from torch import Tensor
-from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
-from lit_metric._validation import check_choice, check_embeddings, check_int, check_labels
+from lit_metric._validation import check_choice, check_int
 from lit_metric.distances import BaseDistance, CosineSimilarity
 from lit_metric.functional.retrieval import few_shot_accuracy
-from lit_metric.metrics.retrieval_metrics import canonical_order, has_entries
+from lit_metric.metrics._embedding_states import EmbeddingStateMetric
 
 __all__ = ["FewShotAccuracy"]
 
 
-class FewShotAccuracy(Metric):
+class FewShotAccuracy(EmbeddingStateMetric):
     """N-way K-shot accuracy over random episodes (Vinyals et al., NeurIPS 2016; Snell et al., NeurIPS 2017).
 
     Each of ``episodes`` episodes draws ``n_way`` classes among those with at least ``k_shot + n_query`` items,
@@ -57,9 +54,6 @@ class FewShotAccuracy(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
-    embeddings: list[Tensor]
-    labels: list[Tensor]
-    indices: list[Tensor]
 
     def __init__(
         self,
@@ -84,26 +78,10 @@ class FewShotAccuracy(Metric):
                 f"Expected argument `distance` to be a lit_metric distance, but got {type(self.distance).__name__}."
             )
         self.seed = check_int(seed, "seed", 0)
-        self.add_state("embeddings", default=[], dist_reduce_fx="cat")
-        self.add_state("labels", default=[], dist_reduce_fx="cat")
-        self.add_state("indices", default=[], dist_reduce_fx="cat")
-
-    def update(self, embeddings: Tensor, labels: Tensor, indices: Tensor | None = None) -> None:
-        """Accumulate ``(B, D)`` embeddings, ``(B,)`` labels and optional ``(B,)`` dataset indices."""
-        check_embeddings(embeddings)
-        check_labels(labels, embeddings.shape[0])
-        if indices is not None:
-            check_labels(indices, embeddings.shape[0], "indices")
-        else:
-            indices = torch.full_like(labels, -1)
-        self.embeddings.append(embeddings.detach())
-        self.labels.append(labels.detach().long())
-        self.indices.append(indices.detach().long().to(labels.device))
+        self.add_embedding_states()
 
     def compute(self) -> dict[str, Tensor]:
-        if not has_entries(self.embeddings):
-            raise RuntimeError("FewShotAccuracy.compute() called before any update().")
-        emb, labels = canonical_order(dim_zero_cat(self.indices), dim_zero_cat(self.embeddings), dim_zero_cat(self.labels))
+        emb, labels = self.ordered()
         acc, ci = few_shot_accuracy(
             emb,
             labels,

@@ -195,11 +195,15 @@ class MetricLearningModule(L.LightningModule):
             self.log("train/mined_tuples", float(indices_tuple[0].numel()), batch_size=z.shape[0])
         return loss
 
-    def validation_step(self, batch: Any, batch_idx: int) -> None:
+    def validation_step(self, batch: Any, batch_idx: int) -> dict[str, Tensor]:
+        """Accumulate the validation metric; returns ``{"embeddings": z}`` so callbacks (projection, retrieval
+        grid) reuse the embeddings instead of running the model a second time."""
         x, y, index = unpack_batch(batch)
         if y is None:
             raise ValueError("Validation batches need labels (x, y) or (x, y, index) for Recall@K.")
-        self.val_metric.update(self.embed(x), y, index)
+        z = self.embed(x)
+        self.val_metric.update(z, y, index)
+        return {"embeddings": z.detach()}
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metric.compute()

@@ -34,6 +34,7 @@ from torch import Tensor
 
 __all__ = [
     "all_gather_no_grad",
+    "all_gather_uneven",
     "all_gather_with_grad",
     "global_offset",
     "global_reduction",
@@ -149,6 +150,31 @@ def all_gather_no_grad(tensor: Tensor) -> Tensor:
     out = [torch.empty_like(tensor) for _ in range(dist.get_world_size())]
     dist.all_gather(out, tensor.contiguous())
     return torch.cat(out, dim=0)
+
+
+def all_gather_uneven(tensor: Tensor) -> Tensor:
+    """Concatenate ``tensor`` from all ranks along dim 0 (rank order), without gradient, when the ranks hold
+    *different* numbers of rows (e.g. the tuples each rank's miner found).
+
+    Two collectives: the row counts, then the rows padded to the largest count.  Every rank must call it.
+    Without a process group: ``tensor``.
+
+    Example:
+        >>> import torch
+        >>> all_gather_uneven(torch.arange(3)).tolist()  # no process group: identity
+        [0, 1, 2]
+    """
+    if not is_distributed():
+        return tensor
+    count = torch.tensor([tensor.shape[0]], dtype=torch.long, device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(dist.get_world_size())]
+    dist.all_gather(counts, count)
+    sizes = [int(c) for c in counts]
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    out = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(out, padded.contiguous())
+    return torch.cat([chunk[:n] for chunk, n in zip(out, sizes)], dim=0)
 
 
 def global_offset(batch_size: int) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lit_metric import distributed
 from lit_metric._validation import check_positive
 from lit_metric.distances import BaseDistance, EuclideanDistance
 from lit_metric.functional.logsumexp import masked_logsumexp, masked_max, segment_logsumexp, segment_max
@@ -41,7 +42,8 @@ class LiftedStructureLoss(MetricLoss):
     With a pair ``indices_tuple`` ``(a1, p, a2, n)`` the positive pairs are ``(a1, p)`` and the
     negatives of ``i`` are the mined pairs ``(i, n)``; those of ``j`` are the mined pairs whose anchor
     *is* ``j`` (found through ``self_index``, i.e. when the references contain the anchors; otherwise
-    only the anchor side counts).  Triplets are split into their unique pairs.  A positive pair with no
+    only the anchor side counts).  Under DDP those pairs were mined on the rank that owns ``j``: each
+    rank's per-anchor reductions are all-gathered (with gradient) so the result is the single-process one.  Triplets are split into their unique pairs.  A positive pair with no
     negative on either side has no defined ``J`` and is left out (it cannot occur without a miner
     when the batch has two classes or more).
 
@@ -100,7 +102,10 @@ class LiftedStructureLoss(MetricLoss):
             a, p, a2, n = triplets_to_pairs(*pairs) if len(pairs) == 3 else pairs
             slack = neg_slack[a2, n]
             anchor_side, anchor_ok = self._segment_reduce(slack, a2, emb.shape[0])
-            if inputs.self_index is not None:
+            if inputs.self_index is not None and distributed.global_reduction_active():
+                ref_side, ref_ok = self._gathered_ref_side(anchor_side, anchor_ok, inputs.self_index, ref.shape[0])
+                ref_side, ref_ok = ref_side[p], ref_ok[p]
+            elif inputs.self_index is not None:
                 ref_side, ref_ok = self._segment_reduce(slack, inputs.self_index[a2], ref.shape[0])
                 ref_side, ref_ok = ref_side[p], ref_ok[p]
             else:
@@ -121,6 +126,21 @@ class LiftedStructureLoss(MetricLoss):
 
     def _segment_reduce(self, values: Tensor, segments: Tensor, num: int) -> tuple[Tensor, Tensor]:
         return segment_logsumexp(values, segments, num) if self.smooth else segment_max(values, segments, num)
+
+    @staticmethod
+    def _gathered_ref_side(
+        anchor_side: Tensor, anchor_ok: Tensor, self_index: Tensor, num_refs: int
+    ) -> tuple[Tensor, Tensor]:
+        """``C_j`` for every reference under DDP: the mined negatives of reference ``j`` are the pairs whose
+        anchor is ``j``, i.e. they were mined on the rank that owns ``j``; that rank's ``A_j`` is exactly
+        ``C_j``.  Gather every rank's ``A`` (with gradient, so ``j``'s owner receives it) and place it at the
+        references' positions (``self_index``)."""
+        side = distributed.all_gather_with_grad(anchor_side, check_sizes=True)
+        ok = distributed.all_gather_no_grad(anchor_ok)
+        index = distributed.all_gather_no_grad(self_index)
+        full_side = side.new_full((num_refs,), float("-inf")).index_put((index,), side)
+        full_ok = torch.zeros(num_refs, dtype=torch.bool, device=ok.device).index_put((index,), ok)
+        return full_side, full_ok
 
     def _ref_side(
         self, inputs: LossInputs, p: Tensor, anchor_side: Tensor, anchor_ok: Tensor

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from lit_metric import distributed
 from lit_metric._validation import check_positive
 from lit_metric.distances import BaseDistance, DotProductSimilarity
 from lit_metric.functional.tuples import triplets_to_pairs
@@ -42,8 +43,10 @@ class NPairLoss(MetricLoss):
     rank sees the same positives as the single process) and a local anchor takes part when it is its
     class's first reference (through ``self_index``); without ``self_index`` the anchor is the first
     local sample of the class and the positive the first reference of the class.  With an
-    ``indices_tuple``, the first pair ``(a1, p)`` of each anchor class is used (as PyTorch Metric
-    Learning's ``NPairsLoss`` does) and the softmax runs over those pairs' positives.
+    ``indices_tuple``, one pair ``(a1, p)`` per anchor class is used — that of the class's lowest-index
+    anchor, its first pair in tuple order (PyTorch Metric Learning's ``NPairsLoss`` takes the first in
+    tuple order: the same pair for miners that list tuples anchor by anchor, as ours do) — and the
+    softmax runs over those pairs' positives.  Under DDP the choice is made over all ranks' tuples.
 
     TensorFlow's ``npairs_loss(reg_lambda=λ_tf)`` penalises ``λ_tf/4 · (mean‖f‖² + mean‖f⁺‖²)``:
     it equals ``l2_reg = λ_tf / 4``.
@@ -84,10 +87,7 @@ class NPairLoss(MetricLoss):
             raise ValueError(f"Expected argument `labels` for {type(self).__name__}, but got None.")
         device = labels.device
         if inputs.indices_tuple is not None:
-            pairs = inputs.indices_tuple
-            a, p = (triplets_to_pairs(*pairs) if len(pairs) == 3 else pairs)[:2]
-            first, _, _ = _first_two_per_class(labels[a]) if a.numel() else (a, a, a)
-            return a[first], p[first], torch.arange(first.numel(), device=device)
+            return self._select_mined(inputs)
         first, second, classes = _first_two_per_class(ref_labels)
         if inputs.self_index is not None:
             has_pair = second >= 0
@@ -103,6 +103,37 @@ class NPairLoss(MetricLoss):
         pos = torch.searchsorted(classes, local_classes).clamp_max(classes.numel() - 1)
         present = classes[pos] == local_classes if classes.numel() else torch.zeros_like(local_classes, dtype=torch.bool)
         return local_first[present], first, pos[present]
+
+    def _select_mined(self, inputs: LossInputs) -> tuple[Tensor, Tensor, Tensor]:
+        """Per anchor class, the pair ``(a1, p)`` of the class's lowest-index anchor (the first among that
+        anchor's pairs in tuple order).  Under DDP the choice is made over every rank's tuples (all-gathered
+        by reference position), so each rank keeps the chosen pairs whose anchor it owns and the softmax runs
+        over all chosen positives: the single-process selection."""
+        labels, ref_labels = inputs.labels, inputs.ref_labels
+        assert labels is not None and ref_labels is not None and inputs.indices_tuple is not None
+        pairs = inputs.indices_tuple
+        a, p = (triplets_to_pairs(*pairs) if len(pairs) == 3 else pairs)[:2]
+        gathered = inputs.self_index is not None and distributed.global_reduction_active()
+        if gathered:
+            assert inputs.self_index is not None
+            key, p = distributed.all_gather_uneven(inputs.self_index[a]), distributed.all_gather_uneven(p)
+            key_labels = ref_labels[key]
+        else:
+            key, key_labels = a, labels[a]
+        if key.numel() == 0:
+            return a, p, a
+        order = torch.sort(key, stable=True)[1]  # lowest anchor first, tuple order among its pairs
+        first = order[_first_two_per_class(key_labels[order])[0]]
+        chosen_a, chosen_p = key[first], p[first]
+        target = torch.arange(first.numel(), device=labels.device)
+        if not gathered:
+            return chosen_a, chosen_p, target
+        assert inputs.self_index is not None
+        local_of_ref = torch.full((ref_labels.shape[0],), -1, dtype=torch.long, device=labels.device)
+        local_of_ref[inputs.self_index] = torch.arange(labels.shape[0], device=labels.device)
+        local = local_of_ref[chosen_a]
+        mine = local >= 0
+        return local[mine], chosen_p, target[mine]
 
     def compute_loss(self, inputs: LossInputs) -> Tensor:
         anchors, candidates, target = self.select_pairs(inputs)

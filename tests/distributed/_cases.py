@@ -149,16 +149,21 @@ CASES: dict[str, Case] = {
     "lifted_structure+pair_margin": Case(
         L("LiftedStructureLoss"),
         M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2),
-        known_gap="with mined pairs, the positive's negative side comes from the pairs mined on this rank only "
-        "(the positive's own mined negatives live on the rank that holds it)",
     ),
+    "lifted_structure_hinge+pair_margin": Case(
+        L("LiftedStructureLoss", smooth=False, neg_margin=1.5),
+        M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2),
+    ),
+    "lifted_structure+semihard": Case(L("LiftedStructureLoss"), M("TripletMiner", strategy="semihard")),
     "npair": Case(L("NPairLoss"), None),
     "npair_pk": Case(L("NPairLoss"), None, "pk"),
     "npair+batch_hard": Case(
         L("NPairLoss"),
         M("BatchHardMiner"),
-        known_gap="with an indices_tuple the first (a1, p) pair of each anchor class is chosen among this rank's "
-        "tuples, not among all ranks' tuples",
+    ),
+    "npair+semihard": Case(L("NPairLoss"), M("TripletMiner", strategy="semihard")),
+    "npair+pair_margin_one_rank_empty": Case(
+        L("NPairLoss"), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2), "one_rank_empty"
     ),
     "angular": Case(L("AngularLoss"), None),
     "angular_pk": Case(L("AngularLoss"), None, "pk"),

@@ -125,3 +125,32 @@ def test_bad_arguments() -> None:
         NPairLoss(l2_reg="0.1")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="one entry per embedding"):
         NPairLoss()(torch.randn(4, 2), torch.tensor([0, 0, 1]))
+
+
+def test_mined_pairs_choose_the_lowest_anchor_of_each_class() -> None:
+    # the choice does not depend on how the tuples are listed: per class the lowest anchor, its first pair
+    emb, labels = _batch(20, 6, seed=3)
+    a1, p, a2, n = PairMarginMiner(0.0, 2.0)(emb, labels)
+    shuffle = torch.randperm(a1.numel(), generator=torch.Generator().manual_seed(0))
+    loss = NPairLoss(l2_reg=0.0)
+    sorted_pairs = (a1, p, a2, n)
+    shuffled = (a1[shuffle], p[shuffle], a2, n)
+    # brute force: per class, the smallest anchor and its first listed positive in the *sorted* list
+    chosen: dict[int, tuple[int, int]] = {}
+    for i, j in zip(a1.tolist(), p.tolist()):
+        c = int(labels[i])
+        if c not in chosen or i < chosen[c][0]:
+            chosen[c] = (i, j)
+    anchors = torch.tensor([chosen[c][0] for c in sorted(chosen)])
+    positives = torch.tensor([chosen[c][1] for c in sorted(chosen)])
+    logits = emb[anchors] @ emb[positives].T
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(len(chosen)))
+    torch.testing.assert_close(loss(emb, labels, sorted_pairs), expected)
+    # shuffled: the same anchors; each anchor's positive is its first pair in the shuffled order
+    first_listed: dict[int, int] = {}
+    for i, j in zip(a1[shuffle].tolist(), p[shuffle].tolist()):
+        first_listed.setdefault(i, j)
+    positives = torch.tensor([first_listed[int(i)] for i in anchors])
+    logits = emb[anchors] @ emb[positives].T
+    expected = torch.nn.functional.cross_entropy(logits, torch.arange(len(chosen)))
+    torch.testing.assert_close(loss(emb, labels, shuffled), expected)

@@ -31,6 +31,7 @@ SUPERVISED: dict[str, Callable[[], nn.Module]] = {
     "SiameseBCELoss": lambda: losses.SiameseBCELoss(D),
     "SoftmaxLoss": lambda: losses.SoftmaxLoss(C, D),
     "SphereFaceLoss": lambda: losses.SphereFaceLoss(C, D),
+    "SupConLoss": lambda: losses.SupConLoss(),
     "TripletMarginLoss": lambda: losses.TripletMarginLoss(),
     "WeightedSum": lambda: losses.WeightedSum([losses.SoftmaxLoss(C, D), losses.CenterLoss(C, D)], [1.0, 0.1]),
 }

@@ -13,7 +13,7 @@ from lit_metric.data.datasets import TensorImageDataset
 from lit_metric.data.digits import DigitsDataModule
 from lit_metric.data.image_folder import ImageFolderDataModule
 from lit_metric.data.inshop import InShopDataModule
-from lit_metric.data.omniglot import OmniglotDataModule, download_omniglot, load_omniglot
+from lit_metric.data.omniglot import OmniglotDataModule, download_omniglot, load_omniglot, rotation_classes
 from lit_metric.data.omniglot_runs import (
     OmniglotRun,
     omniglot_one_shot_accuracy,
@@ -70,4 +70,5 @@ __all__ = [
     "sample_uniforms",
     "ssl_dataloader",
     "read_omniglot_runs",
+    "rotation_classes",
 ]

@@ -16,6 +16,7 @@ from lit_metric.losses.quadruplet_loss import QuadrupletLoss
 from lit_metric.losses.siamese_bce_loss import SiameseBCELoss
 from lit_metric.losses.softmax_loss import SoftmaxLoss
 from lit_metric.losses.sphereface_loss import SphereFaceLoss
+from lit_metric.losses.supcon_loss import SupConLoss
 from lit_metric.losses.triplet_margin_loss import TripletMarginLoss
 from lit_metric.losses.weighted_sum import WeightedSum
 
@@ -37,6 +38,7 @@ __all__ = [
     "SiameseBCELoss",
     "SoftmaxLoss",
     "SphereFaceLoss",
+    "SupConLoss",
     "TripletMarginLoss",
     "WeightedSum",
 ]

@@ -99,6 +99,40 @@ def test_data_module_on_tiny_zip_both_modes(tiny_root: tuple[Path, dict[str, np.
     assert len(ssl.test_dataloader().dataset) == len(ssl.predict_dataloader().dataset) == 9
 
 
+class _CountingTransform:
+    """A batch-capable transform that records the shapes it was called with and adds 1."""
+
+    supports_batches = True
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[int, ...]] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls.append(tuple(x.shape))
+        return x + 1
+
+
+def test_rotation_classes_and_batched_transform(tiny_root: tuple[Path, dict[str, np.ndarray]]) -> None:
+    root, _ = tiny_root
+    transform = _CountingTransform()
+    dm = OmniglotDataModule(str(root), image_size=20, p=4, k=3, rotations=4, train_transform=transform)
+    dm.setup("fit")
+    train = dm.train_set
+    assert train is not None and len(train) == 4 * 9 and train.labels.tolist() == [c for c in range(12) for _ in range(3)]
+    images, _ = load_omniglot(root, "background", image_size=20)
+    for r in range(4):  # class c + 3r holds character c rotated by 90°·r (counter-clockwise)
+        x, y = train[9 * r + 4][:2]
+        assert int(y) == 1 + 3 * r and torch.equal(x, torch.rot90(images[4], r, dims=(1, 2)).float() / 255)
+    x, y, _ = next(iter(dm.train_dataloader()))
+    assert transform.calls == [(12, 1, 20, 20)]  # one call per P×K batch, not one per item
+    assert float(x.min()) >= 1.0  # the transform's output is what the batch holds
+    ex, ey, _ = next(iter(dm.val_dataloader()))
+    assert ey.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2] and float(ex.max()) <= 1.0  # evaluation: never rotated
+    per_item = OmniglotDataModule(str(root), image_size=20, p=2, k=2, train_transform=lambda t: t * 0)
+    per_item.setup("fit")
+    assert float(next(iter(per_item.train_dataloader()))[0].abs().sum()) == 0.0  # plain callables: per item
+
+
 def test_missing_root_says_what_to_do(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"images_background\.npz or images_background\.zip.*download=True"):
         OmniglotDataModule(str(tmp_path)).setup("fit")
@@ -113,6 +147,8 @@ def test_argument_errors() -> None:
         OmniglotDataModule(num_views=3)
     with pytest.raises(ValueError, match="Expected argument `source` to be one of"):
         OmniglotDataModule(source="tar")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="Expected argument `rotations` to be 1, 2 or 4"):
+        OmniglotDataModule(rotations=3)
     with pytest.raises(RuntimeError, match="call setup"):
         OmniglotDataModule().train_dataloader()
 

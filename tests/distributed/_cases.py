@@ -165,6 +165,10 @@ CASES: dict[str, Case] = {
     "npair+pair_margin_one_rank_empty": Case(
         L("NPairLoss"), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2), "one_rank_empty"
     ),
+    "supcon": Case(L("SupConLoss"), None),
+    "supcon_pk": Case(L("SupConLoss", temperature=0.5), None, "pk"),
+    "supcon+pair_margin": Case(L("SupConLoss"), M("PairMarginMiner", pos_margin=0.8, neg_margin=1.2)),
+    "supcon_one_rank_empty": Case(L("SupConLoss"), M("TripletMiner", strategy="all"), "one_rank_empty"),
     "angular": Case(L("AngularLoss"), None),
     "angular_pk": Case(L("AngularLoss"), None, "pk"),
     "angular+batch_hard": Case(L("AngularLoss"), M("BatchHardMiner")),

@@ -61,6 +61,29 @@ def test_loss_parameters_in_optimizer_with_own_lr() -> None:
     assert not any(p is model.loss.scale for p in groups["model"]["params"])
 
 
+def test_freeze_keeps_named_submodules_fixed() -> None:
+    torch.manual_seed(0)
+    # ConvNet(1, (8, 16)).features: [conv, bn, relu, pool, conv, bn, relu, pool]; freeze the first block
+    model = _module(freeze=["backbone.features.0", "backbone.features.1"], optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
+    frozen_conv, frozen_bn, live_bn = model.backbone.features[0], model.backbone.features[1], model.backbone.features[5]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    groups = model.configure_optimizers().param_groups  # type: ignore[union-attr]
+    in_optimizer = {id(p) for g in groups for p in g["params"]}
+    assert id(frozen_conv.weight) not in in_optimizer and id(live_bn.weight) in in_optimizer
+    model.train()
+    assert not frozen_bn.training and live_bn.training and model.training
+    _trainer(max_steps=3, limit_val_batches=0, num_sanity_val_steps=0).fit(model, DigitsDataModule(p=4, k=4))
+    after = model.state_dict()
+    for name in ("backbone.features.0.weight", "backbone.features.1.weight", "backbone.features.1.running_mean",
+                 "backbone.features.1.running_var"):  # fmt: skip
+        assert torch.equal(before[name], after[name]), name
+    assert int(after["backbone.features.1.num_batches_tracked"]) == 0
+    for name in ("backbone.features.4.weight", "backbone.features.5.running_mean", "head.linear.weight"):
+        assert not torch.equal(before[name], after[name]), name
+    with pytest.raises(ValueError, match=r"`freeze` to name submodules.*\['backbone.nope'\]"):
+        _module(freeze=["backbone.nope"])
+
+
 def test_subclass_overrides_one_hook() -> None:
     calls: list[str] = []
 

@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     before: dict[str, float] | None = None
     model, datamodule, wall, steps = train_config(args.config, overrides)
     device = next(model.parameters()).device
+    model.eval()  # `embed` below wraps the model in a lambda, which embed_loader cannot switch to eval mode itself
     embed = lambda m: (lambda x: m(x.to(device)).cpu())  # noqa: E731
     ours = retrieval(*embed_loader(embed(model), datamodule.test_dataloader()))
     if not args.skip_untrained:

@@ -11,7 +11,7 @@ from torchmetrics.utilities import dim_zero_cat
 
 from lit_metric._validation import check_embeddings, check_int, check_labels
 from lit_metric.distances import BaseDistance, CosineSimilarity
-from lit_metric.functional.knn import knn
+from lit_metric.functional.knn import knn_chunks
 
 __all__ = ["RecallAtK", "deduplicate_by_index"]
 
@@ -32,6 +32,8 @@ class RecallAtK(Metric):
     Query ``i`` never retrieves itself (leave-one-out).  A query whose class has no other member
     cannot be answered and is left out of the mean (the usual protocol of CUB/Cars/SOP papers).
     Exact k-NN in chunks of ``chunk_size`` queries: peak memory ``chunk_size × N`` scores, never N×N.
+    Ties are broken against the query (a reference of another class at exactly the same score ranks first),
+    so duplicated or collapsed embeddings never inflate the score; :class:`RetrievalMetrics` uses the same rule.
 
     Under DDP the states are gathered (``cat``); pass ``indices`` (dataset indices) to ``update`` so
     that the duplicates a padded ``DistributedSampler`` adds are dropped.
@@ -130,7 +132,13 @@ def recall_at_k(
             "module's `recall_k`) or evaluate on more data."
         )
     q = answerable.nonzero(as_tuple=True)[0]
-    _, idx = knn(embeddings[q], embeddings, kmax, distance, chunk_size, query_ref_index=q)
-    hit = labels[idx] == labels[q].unsqueeze(1)  # (Q, kmax)
-    first_hit = torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(q, kmax))
+    # ties are broken against the query (a reference of another class first), as in RetrievalMetrics
+    first_hits = []
+    for start, _, idx in knn_chunks(
+        embeddings[q], embeddings, kmax, distance, chunk_size, q, query_labels=labels[q], ref_labels=labels
+    ):
+        rows = q[start : start + idx.shape[0]]
+        hit = labels[idx] == labels[rows].unsqueeze(1)  # (c, kmax)
+        first_hits.append(torch.where(hit.any(1), hit.float().argmax(1), torch.full_like(rows, kmax)))
+    first_hit = torch.cat(first_hits)
     return {f"recall@{kk}": (first_hit < kk).float().mean() for kk in k}

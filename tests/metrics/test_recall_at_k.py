@@ -94,3 +94,21 @@ def test_bad_inputs() -> None:
     m.update(torch.randn(3, 2), torch.arange(3))
     with pytest.raises(ValueError, match="two or more members"):
         m.compute()
+
+
+def test_ties_are_broken_against_the_query() -> None:
+    # collapsed embeddings: every neighbour ties. Position order would let query 0 find its class-mate 1 first;
+    # the pessimistic rule ranks the other class first, as RetrievalMetrics does.
+    from lit_metric.metrics import RetrievalMetrics
+
+    emb = torch.ones(6, 3)
+    labels = torch.tensor([0, 0, 1, 1, 1, 1])
+    metric = RecallAtK(k=(1, 2, 4, 5))
+    metric.update(emb, labels)
+    ours = {name: v.item() for name, v in metric.compute().items()}
+    # class 0 (R = 1): its mate comes after the 4 others -> hit first at rank 5; class 1 (R = 3): after the 2 others
+    expected = {"recall@1": 0.0, "recall@2": 0.0, "recall@4": 4 / 6, "recall@5": 1.0}
+    assert ours == pytest.approx(expected)
+    other = RetrievalMetrics(metrics=("recall@k",), k=(1, 2, 4, 5))
+    other.update(emb, labels)
+    assert {n: v.item() for n, v in other.compute().items()} == pytest.approx(expected)

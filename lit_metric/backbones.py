@@ -64,31 +64,55 @@ class ConvNet(nn.Module):
     """The classic few-shot convnet: blocks of conv3×3 → BN → ReLU → max-pool 2, then global average pool.
 
     With ``channels=(64, 64, 64, 64)`` it is the 4-block network of Vinyals et al. 2016 / Snell et al.
-    2017 used for Omniglot.  Output: ``(B, channels[-1])`` (``num_features``).
+    2017 used for Omniglot.  Output: ``(B, channels[-1])`` (``num_features``).  With ``input_size`` the last
+    feature map is flattened instead of averaged (``(B, channels[-1]·s²)`` for an ``s × s`` map, e.g. 2×2 at
+    28×28 input): the embedding keeps *where* the strokes are, which matters for characters.
 
     Args:
         in_chans: input channels.
         channels: output channels of each block.
         pool_last: max-pool after every block (including the last); set False for tiny inputs.
+        input_size: side of the (square) inputs; when given, flatten the last feature map (no global pooling).
+
+    Example:
+        >>> import torch
+        >>> ConvNet(1, (8, 8, 8, 8), input_size=28)(torch.zeros(2, 1, 28, 28)).shape  # 28→14→7→4→2
+        torch.Size([2, 32])
     """
 
-    def __init__(self, in_chans: int = 1, channels: Sequence[int] = (64, 64, 64, 64), pool_last: bool = True) -> None:
+    def __init__(
+        self,
+        in_chans: int = 1,
+        channels: Sequence[int] = (64, 64, 64, 64),
+        pool_last: bool = True,
+        input_size: int | None = None,
+    ) -> None:
         super().__init__()
         check_int(in_chans, "in_chans", 1)
         layers: list[nn.Module] = []
         prev = in_chans
+        side = check_int(input_size, "input_size", 1) if input_size is not None else None
         for i, c in enumerate(channels):
             layers += [nn.Conv2d(prev, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(inplace=True)]
             if pool_last or i < len(channels) - 1:
                 layers.append(nn.MaxPool2d(2, ceil_mode=True))
+                side = -(-side // 2) if side is not None else None
             prev = c
         self.features = nn.Sequential(*layers)
-        self.num_features = prev
+        self.input_size = input_size
+        self.num_features = prev * side * side if side is not None else prev
 
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4:
             raise ValueError(f"Expected a (B, C, H, W) image batch for ConvNet, but got shape {tuple(x.shape)}.")
-        return self.features(x).mean(dim=(2, 3))
+        if self.input_size is None:
+            return self.features(x).mean(dim=(2, 3))
+        if x.shape[-2:] != (self.input_size, self.input_size):
+            raise ValueError(
+                f"Expected {self.input_size}×{self.input_size} images for ConvNet(input_size={self.input_size}), "
+                f"but got {tuple(x.shape[-2:])}. Resize the inputs or set `input_size` to their side."
+            )
+        return self.features(x).flatten(1)
 
 
 class MLP(nn.Module):

@@ -121,6 +121,10 @@ def test_bad_construction() -> None:
 
 def test_backbones_and_head() -> None:
     assert ConvNet(3, (4, 5)).num_features == 5
+    flat = ConvNet(1, (4, 5), input_size=9)  # 9 → 5 → 3: a 3×3 map of 5 channels, flattened
+    assert flat.num_features == 45 and flat(torch.zeros(2, 1, 9, 9)).shape == (2, 45)
+    with pytest.raises(ValueError, match=r"Expected 9×9 images for ConvNet\(input_size=9\)"):
+        flat(torch.zeros(2, 1, 8, 8))
     assert MLP(64, (32,))(torch.randn(3, 1, 8, 8)).shape == (3, 32)
     head = EmbeddingHead(10, 3, normalize=False, batch_norm=True)
     assert head(torch.randn(4, 10)).shape == (4, 3)

@@ -8,6 +8,7 @@ from lit_metric.distances import CosineSimilarity, DotProductSimilarity, Euclide
 from lit_metric.index import EmbeddingIndex
 from lit_metric.module import MetricLearningModule
 from lit_metric.ssl import SelfSupervisedModule
+from lit_metric.whitening import WithinClassWhitening
 
 __version__ = "0.1.0"
 
@@ -18,6 +19,7 @@ __all__ = [
     "EuclideanDistance",
     "MetricLearningModule",
     "SelfSupervisedModule",
+    "WithinClassWhitening",
     "__version__",
     "checkpoint",
     "distances",

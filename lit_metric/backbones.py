@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from lit_metric._validation import check_int
 
-__all__ = ["ConvNet", "EmbeddingHead", "MLP", "backbone_features", "create_backbone"]
+__all__ = ["ConvNet", "EmbeddingHead", "MLP", "MultiLevelPool", "backbone_features", "create_backbone"]
 
 
 def create_backbone(
@@ -113,6 +113,64 @@ class ConvNet(nn.Module):
                 f"but got {tuple(x.shape[-2:])}. Resize the inputs or set `input_size` to their side."
             )
         return self.features(x).flatten(1)
+
+
+class MultiLevelPool(nn.Module):
+    """Features from several depths of a timm model: the L2-normalised global average pool of chosen intermediate
+    feature maps, concatenated with the (normalised) final pooled features.
+
+    Mid-level maps carry more generic, less ImageNet-class-specific information, which helps when the target
+    domain (faces, characters) is far from ImageNet; normalising each level gives them equal weight.  Uses timm's
+    ``forward_intermediates``.
+
+    Args:
+        model: a timm model (``num_classes=0``) or a timm name built with :func:`create_backbone`.
+        indices: which intermediates (timm's ``forward_intermediates`` indices).
+        pretrained: with a name, as in :func:`create_backbone` (``"offline"`` for EfficientNet-Lite0).
+        in_chans: with a name, input channels.
+        intermediate_kwargs: passed to ``forward_intermediates`` (e.g. ``{"extra_blocks": True}`` on EfficientNets
+            to index every block, not only stage ends).
+
+    Raises:
+        TypeError: if the model has no ``forward_intermediates`` (not a timm model, or an old timm).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | str,
+        indices: Sequence[int] = (-1,),
+        pretrained: bool | Literal["offline"] = False,
+        in_chans: int = 3,
+        intermediate_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        if isinstance(model, str):
+            model = create_backbone(model, pretrained=pretrained, in_chans=in_chans)
+        if not callable(getattr(model, "forward_intermediates", None)):
+            raise TypeError(
+                f"Expected a timm model with `forward_intermediates` for MultiLevelPool, but got {type(model).__name__}."
+            )
+        self.model = model
+        self.indices = [int(i) for i in indices]
+        self.intermediate_kwargs = dict(intermediate_kwargs or {})
+        with torch.no_grad():
+            was_training = model.training
+            probe = self._levels(torch.zeros(1, in_chans, 64, 64, device=_device_of(model)), model.eval())
+            model.train(was_training)
+        self.num_features = sum(level.shape[1] for level in probe)
+
+    def _levels(self, x: Tensor, model: nn.Module) -> list[Tensor]:
+        final, intermediates = model.forward_intermediates(x, indices=self.indices, **self.intermediate_kwargs)  # type: ignore[operator]
+        pooled = [f.mean(dim=(2, 3)) for f in intermediates]
+        pooled.append(model.forward_head(final, pre_logits=True))  # type: ignore[operator]
+        return pooled
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([nn.functional.normalize(f, dim=1) for f in self._levels(x, self.model)], dim=1)
+
+
+def _device_of(module: nn.Module) -> torch.device:
+    return next(iter(module.parameters()), torch.empty(0)).device
 
 
 class MLP(nn.Module):

@@ -61,3 +61,21 @@ def test_format_table() -> None:
     common = _load("_results_common")
     text = common.format_table(("a", "b"), [(1, 2)])
     assert text.splitlines() == ["| a | b |", "|---|---|", "| 1 | 2 |"]
+
+
+def test_omniglot_shift_average_is_invariant_to_view_order() -> None:
+    omni = _load("results_omniglot")
+    calls: list[torch.Tensor] = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.clone())
+            return x.flatten(1)
+
+    x = torch.zeros(1, 1, 3, 3)
+    x[0, 0, 1, 1] = 1.0
+    out = omni.ShiftAverage(Recorder())(x)
+    assert len(calls) == 5 and torch.equal(calls[0], x)  # the image and its four one-pixel shifts
+    shifted_centres = {tuple(int(v) for v in (c[0, 0] == 1).nonzero()[0]) for c in calls[1:]}
+    assert shifted_centres == {(1, 2), (1, 0), (2, 1), (0, 1)}
+    torch.testing.assert_close(out.norm(dim=1), torch.ones(1))

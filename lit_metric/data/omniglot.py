@@ -363,7 +363,11 @@ class OmniglotDataModule(L.LightningDataModule):
                 train_set, self.ssl_transform, self.batch_size, num_views=self.num_views, num_workers=self.num_workers
             )
         sampler = PKSampler(train_set.labels, self.p, self.k, self.batches_per_epoch, seed=self.seed)
-        collate = _BatchTransformCollate(self.train_transform) if self._batched_transform() else None
+        collate = (
+            _BatchTransformCollate(self.train_transform)
+            if self.train_transform is not None and self._batched_transform()
+            else None
+        )
         return DataLoader(train_set, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate)
 
     def _batched_transform(self) -> bool:

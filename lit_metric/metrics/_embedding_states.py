@@ -8,9 +8,45 @@ from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
 from lit_metric._validation import check_embeddings, check_labels
-from lit_metric.metrics.retrieval_metrics import canonical_order, has_entries
 
-__all__ = ["EmbeddingStateMetric"]
+__all__ = ["EmbeddingStateMetric", "canonical_order", "checked_batch", "deduplicate_by_index", "has_entries"]
+
+
+def deduplicate_by_index(indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Keep the first occurrence of each dataset index (drops DistributedSampler padding)."""
+    uniq, inverse = torch.unique(indices, return_inverse=True)
+    first = torch.full((uniq.numel(),), indices.numel(), dtype=torch.long, device=indices.device)
+    first.scatter_reduce_(0, inverse, torch.arange(indices.numel(), device=indices.device), reduce="amin")
+    first = first.sort().values
+    return tuple(t[first] for t in tensors)
+
+
+def canonical_order(indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
+    """The accumulated rows in a canonical order: when every dataset index is known (``>= 0``), duplicates are
+    dropped (the first occurrence is kept: a padded ``DistributedSampler`` repeats items) and rows are sorted by
+    index, so W ranks give exactly the rows one process gives; otherwise the accumulation order is kept."""
+    if indices.numel() == 0 or not bool((indices >= 0).all()):
+        return tensors
+    kept = deduplicate_by_index(indices, indices, *tensors)
+    order = torch.argsort(kept[0])
+    return tuple(t[order] for t in kept[1:])
+
+
+def has_entries(state: list[Tensor] | Tensor) -> bool:
+    """Whether a ``cat`` state holds anything: a list of batches before a DDP sync, a tensor after it."""
+    return state.numel() > 0 if isinstance(state, Tensor) else len(state) > 0
+
+
+def checked_batch(embeddings: Tensor, labels: Tensor, indices: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    """An ``update`` batch validated and detached: ``(B, D)`` embeddings, ``(B,)`` long labels and ``(B,)`` long
+    dataset indices (``-1`` each when not given)."""
+    check_embeddings(embeddings)
+    check_labels(labels, embeddings.shape[0])
+    if indices is not None:
+        check_labels(indices, embeddings.shape[0], "indices")
+    else:
+        indices = torch.full_like(labels, -1)
+    return embeddings.detach(), labels.detach().long(), indices.detach().long().to(labels.device)
 
 
 class EmbeddingStateMetric(Metric):
@@ -31,15 +67,10 @@ class EmbeddingStateMetric(Metric):
 
     def update(self, embeddings: Tensor, labels: Tensor, indices: Tensor | None = None) -> None:
         """Accumulate ``(B, D)`` embeddings, ``(B,)`` labels and optional ``(B,)`` dataset indices."""
-        check_embeddings(embeddings)
-        check_labels(labels, embeddings.shape[0])
-        if indices is not None:
-            check_labels(indices, embeddings.shape[0], "indices")
-        else:
-            indices = torch.full_like(labels, -1)
-        self.embeddings.append(embeddings.detach())
-        self.labels.append(labels.detach().long())
-        self.indices.append(indices.detach().long().to(labels.device))
+        embeddings, labels, indices = checked_batch(embeddings, labels, indices)
+        self.embeddings.append(embeddings)
+        self.labels.append(labels)
+        self.indices.append(indices)
 
     def ordered(self) -> tuple[Tensor, Tensor]:
         """``(embeddings, labels)`` accumulated so far (over all ranks), deduplicated and in index order."""

@@ -7,10 +7,10 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from lit_metric._validation import check_embeddings, check_int, check_labels, check_positive
+from lit_metric._validation import check_int, check_positive
 from lit_metric.distances import BaseDistance, CosineSimilarity
 from lit_metric.functional.knn import knn_chunks
-from lit_metric.metrics.recall_at_k import deduplicate_by_index
+from lit_metric.metrics._embedding_states import checked_batch, deduplicate_by_index, has_entries
 
 __all__ = ["KNNAccuracy", "knn_accuracy"]
 
@@ -86,20 +86,15 @@ class KNNAccuracy(Metric):
             indices: ``(B,)`` dataset indices (to drop DDP padding duplicates), or None.
             is_bank: add the items to the labelled bank instead of the queries.
         """
-        check_embeddings(embeddings)
-        check_labels(labels, embeddings.shape[0])
-        if indices is not None:
-            check_labels(indices, embeddings.shape[0], "indices")
-        else:
-            indices = torch.full_like(labels, -1)
+        embeddings, labels, indices = checked_batch(embeddings, labels, indices)
         prefix = "bank" if is_bank else "query"
-        getattr(self, f"{prefix}_embeddings").append(embeddings.detach())
-        getattr(self, f"{prefix}_labels").append(labels.detach())
-        getattr(self, f"{prefix}_indices").append(indices.detach().to(labels.device))
+        getattr(self, f"{prefix}_embeddings").append(embeddings)
+        getattr(self, f"{prefix}_labels").append(labels)
+        getattr(self, f"{prefix}_indices").append(indices)
 
     def _gathered(self, prefix: str) -> tuple[Tensor, Tensor] | None:
         emb_list = getattr(self, f"{prefix}_embeddings")
-        if (isinstance(emb_list, list) and not emb_list) or (isinstance(emb_list, Tensor) and emb_list.numel() == 0):
+        if not has_entries(emb_list):
             return None
         emb = dim_zero_cat(emb_list)
         labels = dim_zero_cat(getattr(self, f"{prefix}_labels"))

@@ -6,26 +6,16 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
-from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
-from lit_metric._validation import check_embeddings, check_int, check_labels
+from lit_metric._validation import check_int
 from lit_metric.distances import BaseDistance, CosineSimilarity
 from lit_metric.functional.knn import knn_chunks
+from lit_metric.metrics._embedding_states import EmbeddingStateMetric, deduplicate_by_index
 
 __all__ = ["RecallAtK", "deduplicate_by_index"]
 
 
-def deduplicate_by_index(indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
-    """Keep the first occurrence of each dataset index (drops DistributedSampler padding)."""
-    uniq, inverse = torch.unique(indices, return_inverse=True)
-    first = torch.full((uniq.numel(),), indices.numel(), dtype=torch.long, device=indices.device)
-    first.scatter_reduce_(0, inverse, torch.arange(indices.numel(), device=indices.device), reduce="amin")
-    first = first.sort().values
-    return tuple(t[first] for t in tensors)
-
-
-class RecallAtK(Metric):
+class RecallAtK(EmbeddingStateMetric):
     """Recall@K as used in metric learning: the share of queries with a same-class item among their K
     nearest neighbours, every accumulated embedding being a query against all the others.
 
@@ -59,9 +49,6 @@ class RecallAtK(Metric):
     is_differentiable = False
     higher_is_better = True
     full_state_update = False
-    embeddings: list[Tensor]
-    labels: list[Tensor]
-    indices: list[Tensor]
 
     def __init__(
         self,
@@ -77,35 +64,10 @@ class RecallAtK(Metric):
         self.k = tuple(check_int(v, "k", 1) for v in ks)
         self.distance = distance if distance is not None else CosineSimilarity()
         self.chunk_size = check_int(chunk_size, "chunk_size", 1)
-        self.add_state("embeddings", default=[], dist_reduce_fx="cat")
-        self.add_state("labels", default=[], dist_reduce_fx="cat")
-        self.add_state("indices", default=[], dist_reduce_fx="cat")
-
-    def update(self, embeddings: Tensor, labels: Tensor, indices: Tensor | None = None) -> None:
-        """Accumulate ``(B, D)`` embeddings, ``(B,)`` labels and optional ``(B,)`` dataset indices."""
-        check_embeddings(embeddings)
-        check_labels(labels, embeddings.shape[0])
-        if indices is not None:
-            check_labels(indices, embeddings.shape[0], "indices")
-        else:
-            indices = torch.full_like(labels, -1)
-        self.embeddings.append(embeddings.detach())
-        self.labels.append(labels.detach())
-        self.indices.append(indices.detach().to(labels.device))
-
-    def _gathered(self) -> tuple[Tensor, Tensor]:
-        emb = dim_zero_cat(self.embeddings)
-        labels = dim_zero_cat(self.labels)
-        indices = dim_zero_cat(self.indices)
-        if bool((indices >= 0).all()):
-            emb, labels = deduplicate_by_index(indices, emb, labels)
-        return emb, labels
+        self.add_embedding_states()
 
     def compute(self) -> dict[str, Tensor]:
-        # after a DDP sync the list states are concatenated tensors: test emptiness by length
-        if len(self.embeddings) == 0:
-            raise RuntimeError("RecallAtK.compute() called before any update().")
-        emb, labels = self._gathered()
+        emb, labels = self.ordered()
         return recall_at_k(emb, labels, self.k, self.distance, self.chunk_size)
 
 

@@ -19,25 +19,9 @@ from lit_metric.functional.retrieval import (
     expand_retrieval_metric_names,
     retrieval_metrics,
 )
-from lit_metric.metrics.recall_at_k import deduplicate_by_index
+from lit_metric.metrics._embedding_states import canonical_order, has_entries
 
 __all__ = ["RetrievalMetrics", "canonical_order", "check_mask", "has_entries"]
-
-
-def canonical_order(indices: Tensor, *tensors: Tensor) -> tuple[Tensor, ...]:
-    """The accumulated rows in a canonical order: when every dataset index is known (``>= 0``), duplicates are
-    dropped (the first occurrence is kept: a padded ``DistributedSampler`` repeats items) and rows are sorted by
-    index, so W ranks give exactly the rows one process gives; otherwise the accumulation order is kept."""
-    if indices.numel() == 0 or not bool((indices >= 0).all()):
-        return tensors
-    kept = deduplicate_by_index(indices, indices, *tensors)
-    order = torch.argsort(kept[0])
-    return tuple(t[order] for t in kept[1:])
-
-
-def has_entries(state: list[Tensor] | Tensor) -> bool:
-    """Whether a ``cat`` state holds anything: a list of batches before a DDP sync, a tensor after it."""
-    return state.numel() > 0 if isinstance(state, Tensor) else len(state) > 0
 
 
 def check_mask(mask: object, n: int, name: str) -> Tensor:

@@ -12,7 +12,8 @@ from torchmetrics.utilities import dim_zero_cat
 from lit_metric._validation import check_embeddings, check_int, check_labels
 from lit_metric.distances import BaseDistance, CosineSimilarity
 from lit_metric.functional.retrieval import _check_far, pair_verification_metrics, verification_metrics
-from lit_metric.metrics.retrieval_metrics import canonical_order, check_mask, has_entries
+from lit_metric.metrics._embedding_states import canonical_order, has_entries
+from lit_metric.metrics.retrieval_metrics import check_mask
 
 __all__ = ["VerificationMetrics", "verify_pairs"]
 

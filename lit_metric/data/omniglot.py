@@ -344,7 +344,7 @@ class OmniglotDataModule(L.LightningDataModule):
         if self.download:
             self.prepare_data()
         images, labels = load_omniglot(self.root, "background", self.image_size, self.source)
-        per_item = self.mode == "supervised" and not self._batched_transform()
+        per_item = self.mode == "supervised" and self._batch_transform() is None
         if self.mode == "supervised":
             images, labels = rotation_classes(images, labels, self.rotations)
         self.train_set = TensorImageDataset(images, labels, transform=_ToFloat(self.train_transform if per_item else None))
@@ -363,15 +363,13 @@ class OmniglotDataModule(L.LightningDataModule):
                 train_set, self.ssl_transform, self.batch_size, num_views=self.num_views, num_workers=self.num_workers
             )
         sampler = PKSampler(train_set.labels, self.p, self.k, self.batches_per_epoch, seed=self.seed)
-        collate = (
-            _BatchTransformCollate(self.train_transform)
-            if self.train_transform is not None and self._batched_transform()
-            else None
-        )
+        batch_transform = self._batch_transform()
+        collate = _BatchTransformCollate(batch_transform) if batch_transform is not None else None
         return DataLoader(train_set, batch_sampler=sampler, num_workers=self.num_workers, collate_fn=collate)
 
-    def _batched_transform(self) -> bool:
-        return self.train_transform is not None and bool(getattr(self.train_transform, "supports_batches", False))
+    def _batch_transform(self) -> Callable[[Any], Any] | None:
+        """``train_transform`` when it runs once per batch (``supports_batches = True``), else None."""
+        return self.train_transform if getattr(self.train_transform, "supports_batches", False) else None
 
     def _eval_loader(self) -> DataLoader:
         eval_set = self._require(self.eval_set)

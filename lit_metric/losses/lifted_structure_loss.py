@@ -103,7 +103,7 @@ class LiftedStructureLoss(MetricLoss):
             slack = neg_slack[a2, n]
             anchor_side, anchor_ok = self._segment_reduce(slack, a2, emb.shape[0])
             if inputs.self_index is not None and distributed.global_reduction_active():
-                ref_side, ref_ok = self._gathered_ref_side(anchor_side, anchor_ok, inputs.self_index, ref.shape[0])
+                ref_side, ref_ok = self._gathered_ref_side(anchor_side, inputs.self_index, ref.shape[0])
                 ref_side, ref_ok = ref_side[p], ref_ok[p]
             elif inputs.self_index is not None:
                 ref_side, ref_ok = self._segment_reduce(slack, inputs.self_index[a2], ref.shape[0])
@@ -128,19 +128,16 @@ class LiftedStructureLoss(MetricLoss):
         return segment_logsumexp(values, segments, num) if self.smooth else segment_max(values, segments, num)
 
     @staticmethod
-    def _gathered_ref_side(
-        anchor_side: Tensor, anchor_ok: Tensor, self_index: Tensor, num_refs: int
-    ) -> tuple[Tensor, Tensor]:
+    def _gathered_ref_side(anchor_side: Tensor, self_index: Tensor, num_refs: int) -> tuple[Tensor, Tensor]:
         """``C_j`` for every reference under DDP: the mined negatives of reference ``j`` are the pairs whose
         anchor is ``j``, i.e. they were mined on the rank that owns ``j``; that rank's ``A_j`` is exactly
         ``C_j``.  Gather every rank's ``A`` (with gradient, so ``j``'s owner receives it) and place it at the
-        references' positions (``self_index``)."""
-        side = distributed.all_gather_with_grad(anchor_side, check_sizes=True)
-        ok = distributed.all_gather_no_grad(anchor_ok)
+        references' positions (``self_index``).  An anchor without a mined negative has ``A = -inf``, so the
+        "has a negative" flags need no gather of their own; batch sizes were checked by the module's gather."""
+        side = distributed.all_gather_with_grad(anchor_side)
         index = distributed.all_gather_no_grad(self_index)
         full_side = side.new_full((num_refs,), float("-inf")).index_put((index,), side)
-        full_ok = torch.zeros(num_refs, dtype=torch.bool, device=ok.device).index_put((index,), ok)
-        return full_side, full_ok
+        return full_side, full_side > float("-inf")
 
     def _ref_side(
         self, inputs: LossInputs, p: Tensor, anchor_side: Tensor, anchor_ok: Tensor

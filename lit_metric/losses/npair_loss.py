@@ -116,7 +116,7 @@ class NPairLoss(MetricLoss):
         gathered = inputs.self_index is not None and distributed.global_reduction_active()
         if gathered:
             assert inputs.self_index is not None
-            key, p = distributed.all_gather_uneven(inputs.self_index[a]), distributed.all_gather_uneven(p)
+            key, p = distributed.all_gather_uneven(torch.stack([inputs.self_index[a], p], dim=1)).unbind(1)
             key_labels = ref_labels[key]
         else:
             key, key_labels = a, labels[a]

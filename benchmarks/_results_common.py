@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-__all__ = ["REPO", "embed_loader", "format_table", "train_config"]
+__all__ = ["REPO", "ViewAverage", "embed_loader", "format_table", "train_config"]
 
 
 def train_config(config: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, object, float, int]:
@@ -48,6 +48,20 @@ def embed_loader(embed: nn.Module | object, loader: object) -> tuple[Tensor, Ten
         if module is not None:
             module.train(was_training)
     return torch.cat(out), torch.cat(labels)
+
+
+class ViewAverage(nn.Module):
+    """Test-time augmentation: the normalised mean of the L2-normalised embeddings of the input and of each view
+    ``view(x)``."""
+
+    def __init__(self, embed: nn.Module, views: Sequence[Callable[[Tensor], Tensor]]) -> None:
+        super().__init__()
+        self.embed = embed
+        self.views = list(views)
+
+    def forward(self, x: Tensor) -> Tensor:
+        z = sum(torch.nn.functional.normalize(self.embed(v), dim=1) for v in [x, *(view(x) for view in self.views)])
+        return torch.nn.functional.normalize(z, dim=1)  # type: ignore[arg-type]
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

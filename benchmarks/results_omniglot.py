@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results_common import REPO, embed_loader, format_table, train_config  # noqa: E402
+from _results_common import REPO, ViewAverage, embed_loader, format_table, train_config  # noqa: E402
 
 from lit_metric.data import omniglot_one_shot_accuracy  # noqa: E402
 from lit_metric.data.omniglot import resolve_root  # noqa: E402
@@ -37,17 +37,12 @@ ANCHORS = [
 ]
 
 
-class ShiftAverage(torch.nn.Module):
+class ShiftAverage(ViewAverage):
     """Test-time augmentation: the normalised mean embedding of an image and its four one-pixel shifts."""
 
     def __init__(self, embed: torch.nn.Module) -> None:
-        super().__init__()
-        self.embed = embed
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        views = [x] + [torch.roll(x, shift, dims) for shift, dims in ((1, 3), (-1, 3), (1, 2), (-1, 2))]
-        z = sum(torch.nn.functional.normalize(self.embed(v), dim=1) for v in views)
-        return torch.nn.functional.normalize(z, dim=1)  # type: ignore[arg-type]
+        shifts = ((1, 3), (-1, 3), (1, 2), (-1, 2))
+        super().__init__(embed, [lambda x, s=s, d=d: torch.roll(x, s, d) for s, d in shifts])
 
 
 def retrieval(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:

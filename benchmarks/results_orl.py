@@ -21,7 +21,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results_common import REPO, embed_loader, format_table, train_config  # noqa: E402
+from _results_common import REPO, ViewAverage, embed_loader, format_table, train_config  # noqa: E402
 
 from lit_metric.distances import CosineSimilarity  # noqa: E402
 from lit_metric.metrics import RetrievalMetrics, VerificationMetrics  # noqa: E402
@@ -70,16 +70,11 @@ def row(name: str, r: dict[str, float]) -> tuple[str, ...]:
     )  # fmt: skip
 
 
-class FlipAverage(torch.nn.Module):
+class FlipAverage(ViewAverage):
     """Test-time flip: the normalised mean of the embeddings of an image and of its mirror image."""
 
     def __init__(self, embed: torch.nn.Module) -> None:
-        super().__init__()
-        self.embed = embed
-
-    def forward(self, x: Tensor) -> Tensor:
-        z = torch.nn.functional.normalize(self.embed(x), dim=1) + torch.nn.functional.normalize(self.embed(x.flip(-1)), dim=1)
-        return torch.nn.functional.normalize(z, dim=1)
+        super().__init__(embed, [lambda x: x.flip(-1)])
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -54,6 +54,7 @@ __all__ = [
     "CheckedCheckpointIO",
     "CheckpointError",
     "ExactResume",
+    "check_checkpoint_fits",
     "check_state_dict",
     "get_rng_states",
     "load_checkpoint",
@@ -149,6 +150,18 @@ class CheckedCheckpointIO(TorchCheckpointIO):
         self, path: Any, map_location: Any = lambda storage, loc: storage, weights_only: bool | None = None
     ) -> dict[str, Any]:
         return load_checkpoint(path, map_location=map_location, weights_only=weights_only)
+
+
+def check_checkpoint_fits(module: L.LightningModule, checkpoint: Mapping[str, Any]) -> None:
+    """For ``on_load_checkpoint``: reject a checkpoint whose ``state_dict`` does not fit ``module`` (keys, shapes)
+    before Lightning copies any weight; strict as ``module.strict_loading`` while a trainer loads it."""
+    trainer = module._trainer
+    check_state_dict(
+        module,
+        checkpoint.get("state_dict", {}),
+        getattr(trainer, "ckpt_path", None),
+        strict=module.strict_loading if trainer is not None else False,
+    )
 
 
 def check_state_dict(module: nn.Module, state_dict: Mapping[str, Any], source: Any = None, strict: bool = True) -> None:

@@ -14,7 +14,7 @@ from lit_metric import distributed
 from lit_metric._validation import check_choice
 from lit_metric.backbones import EmbeddingHead, create_backbone
 from lit_metric.backbones import backbone_features as infer_backbone_features
-from lit_metric.checkpoint import ExactResume, check_state_dict
+from lit_metric.checkpoint import ExactResume, check_checkpoint_fits
 from lit_metric.distances import BaseDistance
 from lit_metric.losses.base import MetricLoss
 from lit_metric.losses.triplet_margin_loss import TripletMarginLoss
@@ -324,11 +324,5 @@ class MetricLearningModule(L.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Reject a checkpoint that does not fit this model (keys, shapes) before Lightning copies any weight."""
-        trainer = self._trainer
-        check_state_dict(
-            self,
-            checkpoint.get("state_dict", {}),
-            getattr(trainer, "ckpt_path", None),
-            strict=self.strict_loading if trainer is not None else False,
-        )
+        check_checkpoint_fits(self, checkpoint)
         self.skipped_steps = int(checkpoint.get("lit_metric", {}).get("skipped_steps", 0))

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-__all__ = ["REPO", "ViewAverage", "embed_loader", "format_table", "train_config"]
+__all__ = ["REPO", "FlipAverage", "ViewAverage", "embed_loader", "format_table", "train_config"]
 
 
 def train_config(config: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, object, float, int]:
@@ -62,6 +62,13 @@ class ViewAverage(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         z = sum(torch.nn.functional.normalize(self.embed(v), dim=1) for v in [x, *(view(x) for view in self.views)])
         return torch.nn.functional.normalize(z, dim=1)  # type: ignore[arg-type]
+
+
+class FlipAverage(ViewAverage):
+    """Test-time flip: the normalised mean of the embeddings of an image and of its mirror image."""
+
+    def __init__(self, embed: nn.Module) -> None:
+        super().__init__(embed, [lambda x: x.flip(-1)])
 
 
 def format_table(header: Sequence[str], rows: Sequence[Sequence[object]]) -> str:

@@ -21,7 +21,7 @@ from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results_common import REPO, ViewAverage, embed_loader, format_table, train_config  # noqa: E402
+from _results_common import REPO, FlipAverage, embed_loader, format_table, train_config  # noqa: E402
 
 from lit_metric.distances import CosineSimilarity  # noqa: E402
 from lit_metric.metrics import RetrievalMetrics, VerificationMetrics  # noqa: E402
@@ -68,13 +68,6 @@ def row(name: str, r: dict[str, float]) -> tuple[str, ...]:
         f"{pct(r['accuracy_at_chosen'])} / {pct(r['balanced_accuracy_at_chosen'])}", pct(r["test_recall@1"]),
         pct(r["test_map@r"]),
     )  # fmt: skip
-
-
-class FlipAverage(ViewAverage):
-    """Test-time flip: the normalised mean of the embeddings of an image and of its mirror image."""
-
-    def __init__(self, embed: torch.nn.Module) -> None:
-        super().__init__(embed, [lambda x: x.flip(-1)])
 
 
 def main(argv: list[str] | None = None) -> dict[str, float]:

@@ -10,13 +10,17 @@ from torch import Tensor, nn
 
 from lit_metric._validation import check_int
 
-__all__ = ["ConvNet", "EmbeddingHead", "MLP", "MultiLevelPool", "backbone_features", "create_backbone"]
+__all__ = ["ConvNet", "EmbeddingHead", "GeM", "MLP", "MultiLevelPool", "backbone_features", "create_backbone"]
 
 
 def create_backbone(
     name: str, pretrained: bool | Literal["offline"] = False, in_chans: int = 3, **kwargs: Any
 ) -> nn.Module:
     """A timm model without its classifier (``num_classes=0``): outputs ``(B, num_features)``.
+
+    ``global_pool="gem"`` (or ``"gem:<p>"``, e.g. ``"gem:4"``) replaces the model's global average pooling by
+    :class:`GeM` (p = 3 unless given), which retrieves better than average pooling from the same weights; any
+    other ``global_pool`` value goes to timm.
 
     Args:
         name: any name of timm's registry (``timm.list_models()``), e.g. ``"resnet18"``.
@@ -28,9 +32,34 @@ def create_backbone(
         **kwargs: passed to ``timm.create_model``.
 
     Raises:
-        ValueError: for a name timm does not know (with close matches), or ``pretrained="offline"`` with a
-            name that has no offline weights.
+        ValueError: for a name timm does not know (with close matches), ``pretrained="offline"`` with a
+            name that has no offline weights, a malformed ``"gem:<p>"``, or GeM on a model without a
+            ``global_pool`` module (transformers pool tokens, not feature maps).
     """
+    gem = _parse_gem(kwargs.pop("global_pool")) if str(kwargs.get("global_pool", "")).startswith("gem") else None
+    model = _create_timm(name, pretrained, in_chans, **kwargs)
+    if gem is not None:
+        if not isinstance(getattr(model, "global_pool", None), nn.Module):
+            raise ValueError(
+                f"Expected a backbone with a `global_pool` module for global_pool='gem', but {name!r} "
+                f"({type(model).__name__}) has none. Use a CNN (resnet*, efficientnet*, …) or timm's own pooling."
+            )
+        model.global_pool = gem
+    return model
+
+
+def _parse_gem(value: str) -> GeM:
+    _, _, p = value.partition(":")
+    try:
+        power = float(p) if p else 3.0
+    except ValueError:
+        power = float("nan")
+    if value != "gem" and not (value.startswith("gem:") and p) or not power > 0:
+        raise ValueError(f"Expected argument `global_pool` to be 'gem' or 'gem:<p>' with p > 0 (e.g. 'gem:4'), but got {value!r}.")
+    return GeM(power)
+
+
+def _create_timm(name: str, pretrained: bool | Literal["offline"], in_chans: int, **kwargs: Any) -> nn.Module:
     import timm
 
     if not timm.is_model(name):
@@ -173,6 +202,46 @@ def _device_of(module: nn.Module) -> torch.device:
     return next(iter(module.parameters()), torch.empty(0)).device
 
 
+class GeM(nn.Module):
+    """Generalised-mean pooling (Radenović et al. 2018): ``(B, C, H, W) → (B, C)``,
+    ``f_c = (mean_hw x_chw^p)^(1/p)``.
+
+    p = 1 is average pooling and p → ∞ max pooling; p ≈ 3 weights the strongest activations of each channel
+    and is the usual choice for retrieval.  Inputs are clamped at ``eps`` first (post-ReLU features are ≥ 0).
+
+    Args:
+        p: the power (> 0).
+        eps: lower clamp of the inputs.
+        learnable: make ``p`` a trained parameter.
+
+    Example:
+        >>> import torch
+        >>> x = torch.tensor([[[[1.0, 3.0]]]])  # one channel, values 1 and 3
+        >>> round(GeM(p=1.0)(x).item(), 4), round(GeM(p=2.0)(x).item(), 4)  # mean, root mean square
+        (2.0, 2.2361)
+    """
+
+    def __init__(self, p: float = 3.0, eps: float = 1e-6, learnable: bool = False) -> None:
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, int | float) or not p > 0:
+            raise ValueError(f"Expected argument `p` to be a number > 0, but got {p!r}.")
+        value = torch.tensor(float(p))
+        if learnable:
+            self.p: Tensor = nn.Parameter(value)
+        else:
+            self.register_buffer("p", value)
+        self.eps = float(eps)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4:
+            raise ValueError(f"Expected feature maps of shape (B, C, H, W) for GeM, but got {tuple(x.shape)}.")
+        p = self.p.to(x.dtype)
+        return x.clamp_min(self.eps).pow(p).mean(dim=(2, 3)).pow(1.0 / p)
+
+    def extra_repr(self) -> str:
+        return f"p={float(self.p):g}, eps={self.eps:g}"
+
+
 class MLP(nn.Module):
     """Flatten → (Linear → BN → ReLU) × len(hidden): a backbone for vector or tiny-image inputs."""
 
@@ -195,7 +264,9 @@ class EmbeddingHead(nn.Module):
 
     Args:
         in_features: backbone output width.
-        embedding_dim: embedding size D.
+        embedding_dim: embedding size D; ``None``: no linear layer, the embeddings are the backbone's features
+            (D = ``in_features``), as when fine-tuning a pretrained network whose pooled features already
+            retrieve well (a randomly initialised projection would first have to relearn them).
         normalize: L2-normalise the output (embeddings on the unit sphere).
         batch_norm: BatchNorm1d after the linear layer (as in many retrieval recipes).
 
@@ -207,12 +278,14 @@ class EmbeddingHead(nn.Module):
         (torch.Size([3, 4]), True)
     """
 
-    def __init__(self, in_features: int, embedding_dim: int = 128, normalize: bool = True, batch_norm: bool = False) -> None:
+    def __init__(
+        self, in_features: int, embedding_dim: int | None = 128, normalize: bool = True, batch_norm: bool = False
+    ) -> None:
         super().__init__()
         self.in_features = check_int(in_features, "in_features", 1)
-        self.embedding_dim = check_int(embedding_dim, "embedding_dim", 1)
-        self.linear = nn.Linear(in_features, embedding_dim)
-        self.bn = nn.BatchNorm1d(embedding_dim) if batch_norm else nn.Identity()
+        self.embedding_dim = in_features if embedding_dim is None else check_int(embedding_dim, "embedding_dim", 1)
+        self.linear: nn.Module = nn.Identity() if embedding_dim is None else nn.Linear(in_features, embedding_dim)
+        self.bn = nn.BatchNorm1d(self.embedding_dim) if batch_norm else nn.Identity()
         self.normalize = normalize
 
     def forward(self, x: Tensor) -> Tensor:

@@ -53,7 +53,8 @@ class MetricLearningModule(L.LightningModule):
 
     Args:
         backbone: an ``nn.Module`` returning ``(B, F)`` features, or a timm model name.
-        embedding_dim: embedding size D (the head's output).
+        embedding_dim: embedding size D (the head's output); ``None``: no linear projection, the (normalised)
+            backbone features are the embeddings (D = F).
         loss: a :class:`~lit_metric.losses.MetricLoss`; default ``TripletMarginLoss(margin=0.2)``.
         miner: a :class:`~lit_metric.miners.Miner` or None (the loss then uses every valid tuple).
         optimizer: optimizer factory (``OptimizerCallable``; in YAML a ``class_path`` + ``init_args``).
@@ -64,6 +65,8 @@ class MetricLearningModule(L.LightningModule):
         pretrained: with a timm name, load timm's pretrained weights (needs internet); ``"offline"``: weights
             shipped in an installed package (``efficientnet_lite0``), see :func:`~lit_metric.backbones.create_backbone`.
         in_chans: with a timm name, input channels.
+        backbone_kwargs: with a timm name, more arguments of :func:`~lit_metric.backbones.create_backbone`
+            (e.g. ``{"global_pool": "gem"}`` for GeM pooling, ``{"drop_path_rate": 0.1}``).
         backbone_features: the backbone's output width if it has no ``num_features`` attribute.
         normalize_embeddings: L2-normalise the head's output.
         head_batch_norm: BatchNorm1d in the head.
@@ -80,6 +83,9 @@ class MetricLearningModule(L.LightningModule):
             are left out of the optimizer, and their BatchNorm layers stay in eval mode (running statistics
             frozen).  Freezing the early, high-resolution stages of a pretrained backbone saves most of the
             backward pass's time and memory.
+        freeze_batch_norm: keep every BatchNorm layer of the backbone in eval mode with its affine parameters
+            fixed (Proxy-Anchor-style fine-tuning): small P×K batches of few classes give poor batch statistics,
+            and a pretrained network's running statistics are better estimates.
 
     Checkpoints: a run resumed with ``ckpt_path`` continues exactly, also from a mid-epoch checkpoint
     (:class:`~lit_metric.checkpoint.ExactResume`, added through :meth:`configure_callbacks`), and a checkpoint
@@ -94,7 +100,7 @@ class MetricLearningModule(L.LightningModule):
     def __init__(
         self,
         backbone: nn.Module | str = "resnet18",
-        embedding_dim: int = 128,
+        embedding_dim: int | None = 128,
         loss: MetricLoss | None = None,
         miner: Miner | None = None,
         optimizer: OptimizerCallable = torch.optim.Adam,
@@ -103,6 +109,7 @@ class MetricLearningModule(L.LightningModule):
         loss_lr: float | None = None,
         pretrained: bool | Literal["offline"] = False,
         in_chans: int = 3,
+        backbone_kwargs: dict[str, Any] | None = None,
         backbone_features: int | None = None,
         normalize_embeddings: bool = True,
         head_batch_norm: bool = False,
@@ -111,11 +118,12 @@ class MetricLearningModule(L.LightningModule):
         val_distance: BaseDistance | None = None,
         nonfinite: Literal["error", "skip"] = "error",
         freeze: Sequence[str] = (),
+        freeze_batch_norm: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(ignore=["backbone", "loss", "miner", "optimizer", "lr_scheduler", "val_distance"])
         if isinstance(backbone, str):
-            backbone = create_backbone(backbone, pretrained=pretrained, in_chans=in_chans)
+            backbone = create_backbone(backbone, pretrained=pretrained, in_chans=in_chans, **(backbone_kwargs or {}))
         if not isinstance(backbone, nn.Module):
             raise TypeError(
                 f"Expected argument `backbone` to be an nn.Module or a timm model name, but got {type(backbone).__name__}."
@@ -127,10 +135,11 @@ class MetricLearningModule(L.LightningModule):
         if not isinstance(self.loss, nn.Module):
             raise TypeError(f"Expected argument `loss` to be a loss module, but got {type(self.loss).__name__}.")
         loss_dim = getattr(self.loss, "embedding_dim", None)
-        if isinstance(loss_dim, int) and loss_dim != embedding_dim:
+        if isinstance(loss_dim, int) and loss_dim != self.head.embedding_dim:
+            given = "" if embedding_dim is not None else f" (embedding_dim=None: the backbone's {features} features)"
             raise ValueError(
                 f"Expected the loss's `embedding_dim` to equal the model's, but got {type(self.loss).__name__}("
-                f"embedding_dim={loss_dim}) and embedding_dim={embedding_dim}. Set both to the same value."
+                f"embedding_dim={loss_dim}) and embedding_dim={self.head.embedding_dim}{given}. Set both to the same value."
             )
         self.miner = miner
         self.optimizer_factory = optimizer
@@ -143,6 +152,11 @@ class MetricLearningModule(L.LightningModule):
         self.skipped_steps = 0
         self._last_loss: Tensor | None = None
         self.frozen = self._freeze(freeze)
+        if freeze_batch_norm:
+            norms = tuple(m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
+            for module in norms:
+                module.requires_grad_(False)
+            self.frozen += norms
 
     def _freeze(self, names: Sequence[str]) -> tuple[nn.Module, ...]:
         if isinstance(names, str):

@@ -157,3 +157,36 @@ def test_digits_augmentation_shifts_by_at_most_one_pixel() -> None:
         (r, c) = (y[0] == 1).nonzero()[0].tolist()
         seen.add((r - 4, c - 4))
     assert seen == {(dr, dc) for dr in (-1, 0, 1) for dc in (-1, 0, 1)}
+
+
+def test_freeze_batch_norm_fixes_every_backbone_norm() -> None:
+    torch.manual_seed(0)
+    model = _module(freeze_batch_norm=True, optimizer=lambda p: torch.optim.SGD(p, lr=0.5))
+    norms = [m for m in model.backbone.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(norms) == 2
+    groups = model.configure_optimizers().param_groups  # type: ignore[union-attr]
+    in_optimizer = {id(p) for g in groups for p in g["params"]}
+    assert all(id(m.weight) not in in_optimizer for m in norms)
+    model.train()
+    assert model.training and not any(m.training for m in norms)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    _trainer(max_steps=3, limit_val_batches=0, num_sanity_val_steps=0).fit(model, DigitsDataModule(p=4, k=4))
+    after = model.state_dict()
+    for name in ("backbone.features.1.weight", "backbone.features.1.running_mean", "backbone.features.5.running_var"):
+        assert torch.equal(before[name], after[name]), name
+    for name in ("backbone.features.0.weight", "backbone.features.4.weight", "head.linear.weight"):
+        assert not torch.equal(before[name], after[name]), name
+
+
+def test_embedding_dim_none_uses_backbone_features() -> None:
+    from lit_metric.losses import CosFaceLoss
+
+    torch.manual_seed(0)
+    backbone = ConvNet(1, (8, 16))
+    model = MetricLearningModule(backbone=backbone, embedding_dim=None, loss=CosFaceLoss(num_classes=5, embedding_dim=16))
+    x = torch.randn(3, 1, 8, 8)
+    model.eval()
+    torch.testing.assert_close(model(x), torch.nn.functional.normalize(backbone(x), dim=1))
+    assert model.head.embedding_dim == 16 and not any(True for _ in model.head.parameters())
+    with pytest.raises(ValueError, match=r"embedding_dim=16 \(embedding_dim=None: the backbone's 16 features\)"):
+        MetricLearningModule(backbone=ConvNet(1, (8, 16)), embedding_dim=None, loss=CosFaceLoss(num_classes=5, embedding_dim=8))

@@ -79,3 +79,17 @@ def test_omniglot_shift_average_is_invariant_to_view_order() -> None:
     shifted_centres = {tuple(int(v) for v in (c[0, 0] == 1).nonzero()[0]) for c in calls[1:]}
     assert shifted_centres == {(1, 2), (1, 0), (2, 1), (0, 1)}
     torch.testing.assert_close(out.norm(dim=1), torch.ones(1))
+
+
+def test_flip_average_is_mirror_invariant() -> None:
+    common = _load("_results_common")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))  # not mirror-symmetric itself
+    x = torch.randn(2, 1, 3, 4)
+    flip = common.FlipAverage(net)
+    assert not torch.allclose(net(x), net(x.flip(-1)))
+    torch.testing.assert_close(flip(x), flip(x.flip(-1)))
+    expected = torch.nn.functional.normalize(
+        torch.nn.functional.normalize(net(x), dim=1) + torch.nn.functional.normalize(net(x.flip(-1)), dim=1), dim=1
+    )
+    torch.testing.assert_close(flip(x), expected)

@@ -72,7 +72,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     to_device = lambda m: ToDevice(m, device)  # noqa: E731
     net: torch.nn.Module = to_device(model)
     nets = [("ours", net)] + ([("ours + flip averaging", FlipAverage(net))] if args.flip_tta else [])
-    results = {name: retrieval(*embed_loader(n, test_loader)) for name, n in nets}
+    test_embeddings = {"ours": embed_loader(net, test_loader)}
+    if args.flip_tta:  # = FlipAverage(net), reusing the unflipped pass
+        mirrored, labels = embed_loader(Mirrored(net), test_loader)
+        test_embeddings["ours + flip averaging"] = (_mean_direction(test_embeddings["ours"][0], mirrored), labels)
+    results = {name: retrieval(*emb) for name, emb in test_embeddings.items()}
     size = f"{args.eval_size}×{args.eval_size}" if args.eval_size else "config size"
     final_name, final = nets[-1][0], results[nets[-1][0]]
     if args.whiten is not None:
@@ -80,7 +84,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
         name, n = nets[-1]
         whiten = WithinClassWhitening(args.whiten).fit(*embed_loader(n, seen_loader))  # species 0-49 only
-        test_emb, test_labels = embed_loader(n, test_loader)
+        test_emb, test_labels = test_embeddings[name]
         final_name = f"{name} + within-class whitening (λ={args.whiten:g}, fitted on species 0–49)"
         final = results[final_name] = retrieval(whiten(test_emb), test_labels)
     before: dict[str, float] | None = None
@@ -102,6 +106,22 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         rows.append(row(f"**{label}**" if name == final_name else label, result))
     print(format_table(header, rows))
     return final
+
+
+def _mean_direction(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    normalize = torch.nn.functional.normalize
+    return normalize(normalize(a, dim=1) + normalize(b, dim=1), dim=1)
+
+
+class Mirrored(torch.nn.Module):
+    """``module`` applied to the mirror image."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.module(x.flip(-1))
 
 
 class ToDevice(torch.nn.Module):

@@ -93,3 +93,11 @@ def test_flip_average_is_mirror_invariant() -> None:
         torch.nn.functional.normalize(net(x), dim=1) + torch.nn.functional.normalize(net(x.flip(-1)), dim=1), dim=1
     )
     torch.testing.assert_close(flip(x), expected)
+
+
+def test_cub_flip_reuse_equals_flip_average() -> None:
+    cub, common = _load("results_cub100"), _load("_results_common")
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
+    x = torch.randn(3, 1, 3, 4)
+    torch.testing.assert_close(cub._mean_direction(net(x), cub.Mirrored(net)(x)), common.FlipAverage(net)(x))

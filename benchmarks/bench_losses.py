@@ -206,6 +206,17 @@ register(
         mapping="ours AngularLoss(alpha=math.radians(45)) = PML AngularLoss(alpha=45) on unit-norm inputs",
     )
 )
+register(
+    Case(
+        "supcon",
+        "issue 3",
+        lambda: _loss_step(ours.SupConLoss(temperature=0.1)),
+        lambda: _loss_step(pml_losses.SupConLoss(temperature=0.1)),
+        ISSUE3,
+        [(256, 128)],
+        mapping="ours SupConLoss(temperature=0.1) = PML SupConLoss(temperature=0.1) (cosine similarity)",
+    )
+)
 
 # --- issue 3: losses PML does not have (ours alone: time and memory scaling) ---------------------
 NO_PEER = [(256, 128), (1024, 128)]

@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results_common import REPO, FlipAverage, embed_loader, format_table, train_config  # noqa: E402
+from _results_common import REPO, embed_loader, format_table, train_config  # noqa: E402
 
 from lit_metric.metrics import RetrievalMetrics  # noqa: E402
 
@@ -58,59 +58,91 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default=str(REPO / "configs" / "cub100_effnet.yaml"))
     parser.add_argument("--skip-untrained", action="store_true", help="do not embed with the initial weights")
-    parser.add_argument("--eval-size", type=int, default=None, help="evaluation image size (default: the config's)")
+    parser.add_argument(
+        "--eval-size", type=int, nargs="+", default=None,
+        help="evaluation image size(s) (default: the config's); several: also report their average (multi-scale)",
+    )  # fmt: skip
     parser.add_argument("--flip-tta", action="store_true", help="also report test-time flip averaging")
     parser.add_argument(
         "--whiten", type=float, default=None, metavar="LAMBDA",
         help="also report the embeddings after WithinClassWhitening(regularization=LAMBDA) fitted on species 0-49",
     )  # fmt: skip
+    parser.add_argument("--save", default=None, help="write the trained model's state_dict to this file")
     args, overrides = parser.parse_known_args(argv)
 
     model, datamodule, wall, steps = train_config(args.config, overrides)
+    if args.save:
+        torch.save(model.state_dict(), args.save)
     device = next(model.parameters()).device
-    seen_loader, test_loader = _loaders(datamodule, args.eval_size)
     to_device = lambda m: ToDevice(m, device)  # noqa: E731
     net: torch.nn.Module = to_device(model)
-    nets = [("ours", net)] + ([("ours + flip averaging", FlipAverage(net))] if args.flip_tta else [])
-    test_embeddings = {"ours": embed_loader(net, test_loader)}
-    if args.flip_tta:  # = FlipAverage(net), reusing the unflipped pass
-        mirrored, labels = embed_loader(Mirrored(net), test_loader)
-        test_embeddings["ours + flip averaging"] = (_mean_direction(test_embeddings["ours"][0], mirrored), labels)
-    results = {name: retrieval(*emb) for name, emb in test_embeddings.items()}
-    size = f"{args.eval_size}×{args.eval_size}" if args.eval_size else "config size"
-    final_name, final = nets[-1][0], results[nets[-1][0]]
+    sizes: list[int | None] = list(args.eval_size) if args.eval_size else [None]
+    # embeddings per (split, size): the plain pass, and with --flip-tta the flip average reusing it
+    test_by_size, seen_by_size = {}, {}
+    for size in sizes:
+        seen_loader, test_loader = _loaders(datamodule, size)
+        test_by_size[size] = _views(net, test_loader, args.flip_tta)
+        if args.whiten is not None:
+            seen_by_size[size] = _views(net, seen_loader, args.flip_tta)
+    view = "ours + flip averaging" if args.flip_tta else "ours"
+    candidates: dict[str, tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor] | None]] = {}
+    for size in sizes:
+        tag = f"{size}×{size}" if size else "config size"
+        for name, emb in test_by_size[size].items():
+            candidates[f"{name}, {tag}"] = (emb, seen_by_size[size][name] if seen_by_size else None)
+    if len(sizes) > 1:
+        tag = " + ".join(f"{s}" for s in sizes)
+        merge = lambda parts: (_mean_direction(*(p[0] for p in parts)), parts[0][1])  # noqa: E731
+        candidates[f"{view}, sizes {tag} averaged"] = (
+            merge([test_by_size[s][view] for s in sizes]),
+            merge([seen_by_size[s][view] for s in sizes]) if seen_by_size else None,
+        )
+    results = {name: retrieval(*test) for name, (test, _) in candidates.items()}
+    final_name = list(candidates)[-1]
     if args.whiten is not None:
         from lit_metric.whitening import WithinClassWhitening
 
-        name, n = nets[-1]
-        whiten = WithinClassWhitening(args.whiten).fit(*embed_loader(n, seen_loader))  # species 0-49 only
-        test_emb, test_labels = test_embeddings[name]
-        final_name = f"{name} + within-class whitening (λ={args.whiten:g}, fitted on species 0–49)"
-        final = results[final_name] = retrieval(whiten(test_emb), test_labels)
+        for name in [n for n in candidates if n.startswith(view)]:
+            test, seen = candidates[name]
+            assert seen is not None
+            whiten = WithinClassWhitening(args.whiten).fit(*seen)  # species 0-49 only
+            final_name = f"{name} + within-class whitening (λ={args.whiten:g}, fitted on species 0–49)"
+            results[final_name] = retrieval(whiten(test[0]), test[1])
     before: dict[str, float] | None = None
     if not args.skip_untrained:
         # the initial backbone (same offline weights) without the head: the issue's "untrained" baseline
         from lit_metric.backbones import create_backbone
 
         initial = create_backbone("efficientnet_lite0", pretrained="offline").to(device).eval()
-        before = retrieval(*embed_loader(to_device(initial), test_loader))
+        before = retrieval(*embed_loader(to_device(initial), _loaders(datamodule, sizes[0])[1]))
     header = ("CUB-100, unseen species 50–99", *(f"R@{k}" for k in K), "R-precision", "MAP@R")
     rows = [
         ("untrained EfficientNet-Lite0 (measured, issue 7)", "86.2", "92.4", "95.9", "97.5", "50.2", "39.8"),
         ("linear head on frozen features, ProxyAnchor (measured, issue 7)", "85.6", "–", "–", "–", "–", "41.1"),
     ]
     if before is not None:
-        rows.append(row(f"untrained EfficientNet-Lite0, average pooling (this run, {size})", before))
+        rows.append(row("untrained EfficientNet-Lite0, average pooling (this run)", before))
+    print(f"ours = {Path(args.config).name}, {steps} steps, {wall / 60:.1f} min of training")
     for name, result in results.items():
-        label = f"{name} ({Path(args.config).name}, {steps} steps, {wall / 60:.1f} min; {size})"
-        rows.append(row(f"**{label}**" if name == final_name else label, result))
+        rows.append(row(f"**{name}**" if name == final_name else name, result))
     print(format_table(header, rows))
-    return final
+    return results[final_name]
 
 
-def _mean_direction(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+def _views(net: torch.nn.Module, loader: torch.utils.data.DataLoader, flip: bool) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``{"ours": plain}`` and with ``flip`` ``"ours + flip averaging"`` (= ``FlipAverage(net)``, one pass fewer)."""
+    plain = embed_loader(net, loader)
+    out = {"ours": plain}
+    if flip:
+        mirrored, labels = embed_loader(Mirrored(net), loader)
+        out["ours + flip averaging"] = (_mean_direction(plain[0], mirrored), labels)
+    return out
+
+
+def _mean_direction(*parts: torch.Tensor) -> torch.Tensor:
+    """The normalised sum of the L2-normalised embeddings (the mean direction)."""
     normalize = torch.nn.functional.normalize
-    return normalize(normalize(a, dim=1) + normalize(b, dim=1), dim=1)
+    return normalize(sum(normalize(p, dim=1) for p in parts), dim=1)  # type: ignore[arg-type]
 
 
 class Mirrored(torch.nn.Module):

@@ -4,10 +4,12 @@ R-precision and MAP@R (leave-one-out, cosine) on the unseen species 50–99, bes
 fine-tuning (measured in this run) and the issue's measured baselines.
 
     python benchmarks/results_cub100.py                                # configs/cub100_effnet.yaml
+    python benchmarks/results_cub100.py --eval-size 224 256 --flip-tta --whiten 1 --skip-untrained \
+        --trainer.limit_val_batches=0                                  # the README's numbers
     python benchmarks/results_cub100.py --trainer.max_epochs=2         # extra --… arguments go to lit-metric fit
 
-Required by issue 7: MAP@R ≥ 50 and Recall@1 ≥ 90.  A forward pass costs ~26 ms/image at 224 on one CPU core,
-so the fine-tuning takes hours on a CPU; use a GPU (``--trainer.accelerator=gpu``) where there is one.
+Required by issue 7: MAP@R ≥ 50 and Recall@1 ≥ 90.  On 2 CPU cores the recipe trains in ~12 min and the evaluation
+above (two sizes, flipped, both splits for the whitening) takes ~20 min; on a GPU add ``--trainer.accelerator=gpu``.
 """
 
 from __future__ import annotations

@@ -14,7 +14,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-__all__ = ["REPO", "FlipAverage", "ViewAverage", "embed_loader", "format_table", "train_config"]
+__all__ = ["REPO", "FlipAverage", "ViewAverage", "embed_loader", "format_table", "mean_direction", "train_config"]
 
 
 def train_config(config: str | Path, overrides: Sequence[str] = ()) -> tuple[nn.Module, object, float, int]:
@@ -60,8 +60,13 @@ class ViewAverage(nn.Module):
         self.views = list(views)
 
     def forward(self, x: Tensor) -> Tensor:
-        z = sum(torch.nn.functional.normalize(self.embed(v), dim=1) for v in [x, *(view(x) for view in self.views)])
-        return torch.nn.functional.normalize(z, dim=1)  # type: ignore[arg-type]
+        return mean_direction(*(self.embed(v) for v in [x, *(view(x) for view in self.views)]))
+
+
+def mean_direction(*parts: Tensor) -> Tensor:
+    """The normalised sum of the L2-normalised embeddings (their mean direction)."""
+    normalize = torch.nn.functional.normalize
+    return normalize(sum(normalize(p, dim=1) for p in parts), dim=1)  # type: ignore[arg-type]
 
 
 class FlipAverage(ViewAverage):

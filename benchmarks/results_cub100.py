@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _results_common import REPO, embed_loader, format_table, train_config  # noqa: E402
+from _results_common import REPO, embed_loader, format_table, mean_direction, train_config  # noqa: E402
 
 from lit_metric.metrics import RetrievalMetrics  # noqa: E402
 
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             candidates[f"{name}, {tag}"] = (emb, seen_by_size[size][name] if seen_by_size else None)
     if len(sizes) > 1:
         tag = " + ".join(f"{s}" for s in sizes)
-        merge = lambda parts: (_mean_direction(*(p[0] for p in parts)), parts[0][1])  # noqa: E731
+        merge = lambda parts: (mean_direction(*(p[0] for p in parts)), parts[0][1])  # noqa: E731
         candidates[f"{view}, sizes {tag} averaged"] = (
             merge([test_by_size[s][view] for s in sizes]),
             merge([seen_by_size[s][view] for s in sizes]) if seen_by_size else None,
@@ -137,14 +137,8 @@ def _views(net: torch.nn.Module, loader: torch.utils.data.DataLoader, flip: bool
     out = {"ours": plain}
     if flip:
         mirrored, labels = embed_loader(Mirrored(net), loader)
-        out["ours + flip averaging"] = (_mean_direction(plain[0], mirrored), labels)
+        out["ours + flip averaging"] = (mean_direction(plain[0], mirrored), labels)
     return out
-
-
-def _mean_direction(*parts: torch.Tensor) -> torch.Tensor:
-    """The normalised sum of the L2-normalised embeddings (the mean direction)."""
-    normalize = torch.nn.functional.normalize
-    return normalize(sum(normalize(p, dim=1) for p in parts), dim=1)  # type: ignore[arg-type]
 
 
 class Mirrored(torch.nn.Module):

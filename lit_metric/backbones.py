@@ -49,12 +49,13 @@ def create_backbone(
 
 
 def _parse_gem(value: str) -> GeM:
-    _, _, p = value.partition(":")
+    """``"gem"`` → GeM(3); ``"gem:<p>"`` → GeM(p)."""
+    head, colon, p = value.partition(":")
     try:
         power = float(p) if p else 3.0
     except ValueError:
         power = float("nan")
-    if value != "gem" and not (value.startswith("gem:") and p) or not power > 0:
+    if head != "gem" or (colon and not p) or not power > 0:
         raise ValueError(f"Expected argument `global_pool` to be 'gem' or 'gem:<p>' with p > 0 (e.g. 'gem:4'), but got {value!r}.")
     return GeM(power)
 

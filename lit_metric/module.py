@@ -151,14 +151,11 @@ class MetricLearningModule(L.LightningModule):
         self.nonfinite = check_choice(nonfinite, "nonfinite", ("error", "skip"))
         self.skipped_steps = 0
         self._last_loss: Tensor | None = None
-        self.frozen = self._freeze(freeze)
-        if freeze_batch_norm:
-            norms = tuple(m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
-            for module in norms:
-                module.requires_grad_(False)
-            self.frozen += norms
+        self.frozen = self._freeze(freeze, freeze_batch_norm)
 
-    def _freeze(self, names: Sequence[str]) -> tuple[nn.Module, ...]:
+    def _freeze(self, names: Sequence[str], batch_norm: bool = False) -> tuple[nn.Module, ...]:
+        """Fix the named submodules (and with ``batch_norm`` every BatchNorm of the backbone): no gradient, and
+        :meth:`train` keeps them in eval mode."""
         if isinstance(names, str):
             names = [names]
         modules = dict(self.named_modules())
@@ -170,6 +167,8 @@ class MetricLearningModule(L.LightningModule):
                 f"{unknown}. Some of this model's: {tops}."
             )
         frozen = tuple(modules[n] for n in names)
+        if batch_norm:
+            frozen += tuple(m for m in self.backbone.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm))
         for module in frozen:
             module.requires_grad_(False)
         return frozen

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from lit_metric._validation import check_embeddings, check_labels, check_positive
+from lit_metric.functional.class_means import class_means
 
 __all__ = ["WithinClassWhitening"]
 
@@ -73,10 +74,8 @@ class WithinClassWhitening(nn.Module):
                 "Expected at least two classes and one class with two or more samples to fit WithinClassWhitening, "
                 f"but got {classes.numel()} class(es) with at most {int(counts.max())} sample(s)."
             )
-        class_means = torch.zeros(classes.numel(), x.shape[1], dtype=x.dtype, device=x.device)
-        class_means.index_add_(0, inverse, x)
-        class_means /= counts.unsqueeze(1).to(x.dtype)
-        centred = x - class_means[inverse]
+        means, _ = class_means(x, inverse, classes.numel())
+        centred = x - means[inverse]
         scatter = centred.T @ centred / x.shape[0]
         dim = scatter.shape[0]
         ridge = self.regularization * float(scatter.trace()) / dim

@@ -100,4 +100,4 @@ def test_cub_flip_reuse_equals_flip_average() -> None:
     torch.manual_seed(0)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(12, 5))
     x = torch.randn(3, 1, 3, 4)
-    torch.testing.assert_close(cub._mean_direction(net(x), cub.Mirrored(net)(x)), common.FlipAverage(net)(x))
+    torch.testing.assert_close(common.mean_direction(net(x), cub.Mirrored(net)(x)), common.FlipAverage(net)(x))

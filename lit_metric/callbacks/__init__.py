@@ -1,6 +1,6 @@
 """Lightning callbacks, one per file (importable as ``lit_metric.callbacks.<Name>``)."""
 
-from lit_metric.callbacks.class_mean_init import ClassMeanInit, class_means
+from lit_metric.callbacks.class_mean_init import ClassMeanInit
 from lit_metric.callbacks.embedding_projection import EmbeddingProjection, project_2d
 from lit_metric.callbacks.embedding_writer import EmbeddingWriter, write_embeddings
 from lit_metric.callbacks.retrieval_grid import RetrievalGrid, nearest_neighbours
@@ -12,7 +12,6 @@ __all__ = [
     "EmbeddingWriter",
     "RetrievalGrid",
     "RetrievalReport",
-    "class_means",
     "format_recall_table",
     "nearest_neighbours",
     "project_2d",

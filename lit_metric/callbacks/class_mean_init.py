@@ -9,27 +9,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from lit_metric import distributed
+from lit_metric.functional.class_means import class_means
 
-__all__ = ["ClassMeanInit", "class_means"]
+__all__ = ["ClassMeanInit"]
 
 _ATTRIBUTES = ("weight", "centers")
-
-
-def class_means(embeddings: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:
-    """``(C, D)`` mean embedding of each class (zeros where a class has no sample) and ``(C,)`` counts.
-
-    Raises:
-        ValueError: on labels outside ``[0, num_classes)``.
-    """
-    if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
-        raise ValueError(
-            f"Expected training labels in [0, {num_classes}) for the loss's {num_classes} class vectors, but got "
-            f"labels in [{int(labels.min())}, {int(labels.max())}]. Set the loss's `num_classes` to the number of classes."
-        )
-    sums = torch.zeros(num_classes, embeddings.shape[1], dtype=torch.float64, device=embeddings.device)
-    sums.index_add_(0, labels, embeddings.double())
-    counts = torch.bincount(labels, minlength=num_classes).to(sums)
-    return sums / counts.clamp_min(1).unsqueeze(1), counts
 
 
 class ClassMeanInit(L.Callback):
@@ -110,10 +94,13 @@ class ClassMeanInit(L.Callback):
         if z.shape[1] != param.shape[1]:
             raise ValueError(f"Expected embeddings of width {param.shape[1]} for the loss's class vectors, but got {z.shape[1]}.")
         means, counts = class_means(z, y, param.shape[0])
-        sums, counts = distributed.global_sum(means * counts.unsqueeze(1)), distributed.global_sum(counts)
+        if distributed.is_distributed():  # the ranks' means, weighted by their counts
+            local = counts
+            counts = distributed.global_sum(local)
+            means = distributed.global_sum(means * local.unsqueeze(1)) / counts.clamp_min(1).unsqueeze(1)
         seen = counts > 0
         with torch.no_grad():
-            param[seen] = (sums[seen] / counts[seen].unsqueeze(1)).to(param)
+            param[seen] = means[seen].to(param)
         missing = int((~seen).sum())
         if missing:
             rank_zero_warn(

@@ -1,6 +1,7 @@
 """Pure tensor math (no nn.Module state): distances, loss kernels, tuple utilities, k-NN."""
 
 from lit_metric.functional.angular import angular_pair_terms
+from lit_metric.functional.class_means import class_means
 from lit_metric.functional.distances import (
     cosine_similarity_matrix,
     dot_product_matrix,
@@ -30,6 +31,7 @@ from lit_metric.functional.weighted_l1 import weighted_l1_matrix, weighted_l1_ro
 
 __all__ = [
     "angular_pair_terms",
+    "class_means",
     "contrastive_logits",
     "info_nce_sum",
     "supcon_sum",

@@ -8,8 +8,9 @@ import torch
 
 from lit_metric import MetricLearningModule
 from lit_metric.backbones import ConvNet
-from lit_metric.callbacks import ClassMeanInit, class_means
+from lit_metric.callbacks import ClassMeanInit
 from lit_metric.data import DigitsDataModule
+from lit_metric.functional import class_means
 from lit_metric.losses import CenterLoss, CosFaceLoss, TripletMarginLoss
 
 

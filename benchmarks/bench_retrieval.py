@@ -7,7 +7,11 @@ Same process, same float32 unit-norm embeddings (100 Gaussian classes of 500, ov
 count for everyone (``--threads``, default all cores).  Rows:
 
 * ``ours (torch)``: ``RetrievalMetrics(metrics=("recall@k", "precision@1", "r_precision", "map@r"), k=(1, 2, 4, 8))``,
-  ``update`` + ``compute`` — exact chunked k-NN with k = max R = 499, then all metrics.
+  ``update`` + ``compute`` — exact k-NN with k = max R = 499, then all metrics.  Leave-one-out on the CPU takes
+  the compiled self-retrieval path (``lit_metric/functional/_topk_ext.py``: half the score blocks, a C++
+  threshold-buffer selection); it is built before timing (``--cold`` times the first call, build included).
+* ``ours (torch, chunked)``: the same with that kernel disabled (``LIT_METRIC_CPU_KERNEL=0``): ``(chunk × N)``
+  score matrices and ``torch.topk``, the path on other devices and for query/gallery splits.
 * ``ours (faiss)``: the same with ``backend="faiss"``.
 * ``PML``: ``AccuracyCalculator(include=("precision_at_1", "r_precision", "mean_average_precision_at_r"),
   k="max_bin_count")`` (its default faiss ``IndexFlatL2`` k-NN; on unit vectors the same ranking).  PML has no
@@ -36,6 +40,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from lit_metric.functional import _topk_ext  # noqa: E402
 from lit_metric.metrics import RetrievalMetrics  # noqa: E402
 
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -87,6 +92,21 @@ def ours(emb: torch.Tensor, labels: torch.Tensor, backend: str, chunk_size: int)
     return {k: float(v) for k, v in metric.compute().items()}
 
 
+def without_kernel(fn: Callable[..., dict[str, float]], *args: Any) -> dict[str, float]:
+    """``fn(*args)`` with the compiled self-retrieval kernel disabled."""
+    old = os.environ.get("LIT_METRIC_CPU_KERNEL")
+    os.environ["LIT_METRIC_CPU_KERNEL"] = "0"
+    _topk_ext.load_extension.cache_clear()
+    try:
+        return fn(*args)
+    finally:
+        if old is None:
+            del os.environ["LIT_METRIC_CPU_KERNEL"]
+        else:
+            os.environ["LIT_METRIC_CPU_KERNEL"] = old
+        _topk_ext.load_extension.cache_clear()
+
+
 def pml(emb: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
     from pytorch_metric_learning.utils.accuracy_calculator import AccuracyCalculator
 
@@ -127,7 +147,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--chunk-size", type=int, default=1024)
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--skip", default="", help="comma-separated rows to skip: torch,faiss,pml,bare")
+    parser.add_argument("--skip", default="", help="comma-separated rows to skip: torch,chunked,faiss,pml,bare")
+    parser.add_argument("--cold", action="store_true", help="do not build the C++ kernel before timing")
     args = parser.parse_args(argv)
     skip = set(filter(None, args.skip.split(",")))
     torch.set_num_threads(args.threads)
@@ -148,7 +169,11 @@ def main(argv: list[str] | None = None) -> None:
     if "bare" not in skip:
         rows.append(run("bare faiss IndexFlatIP", lambda: bare_faiss(emb, k), args.repeats))
     if "torch" not in skip:
+        if not args.cold and _topk_ext.load_extension() is None:
+            print("the C++ k-NN kernel could not be built: 'ours (torch)' is the chunked path")
         rows.append(run("ours (torch)", lambda: ours(emb, labels, "torch", args.chunk_size), args.repeats))
+    if "chunked" not in skip:
+        rows.append(run("ours (torch, chunked)", lambda: without_kernel(ours, emb, labels, "torch", args.chunk_size), args.repeats))
     if "faiss" not in skip:
         rows.append(run("ours (faiss)", lambda: ours(emb, labels, "faiss", args.chunk_size), args.repeats))
     if "pml" not in skip:

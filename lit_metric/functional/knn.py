@@ -15,6 +15,8 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import Tensor
 
+from lit_metric.functional import _topk_ext
+
 if TYPE_CHECKING:
     from lit_metric.distances import BaseDistance
 
@@ -92,6 +94,11 @@ def knn_chunks(
         raise ValueError(f"Expected argument `backend` to be one of ['torch', 'faiss'], but got {backend!r}.")
     if (query_labels is None) != (ref_labels is None):
         raise ValueError("Expected `query_labels` and `ref_labels` to be given together, but got only one.")
+    if backend == "torch" and _self_retrieval(queries, refs, query_ref_index) and _topk_ext.applies(
+        refs, k, distance, chunk_size
+    ):
+        assert query_ref_index is not None  # checked by _self_retrieval
+        return _iterate_self(queries, refs, k, distance, chunk_size, query_ref_index, query_labels, ref_labels)
     searcher = _FaissSearcher(refs, distance) if backend == "faiss" else None
     if searcher is not None:
         chunk_size = max(chunk_size, FAISS_MIN_CHUNK)
@@ -120,6 +127,37 @@ def _iterate_chunks(
             raw_chunk = None
         scores, idx = _finalize(q, refs, k, distance, qi, ql, ref_labels, vals, idx, raw_chunk)
         yield start, scores, idx
+
+
+def _self_retrieval(queries: Tensor, refs: Tensor, query_ref_index: Tensor | None) -> bool:
+    """Leave-one-out search in which every query is a reference and the queries are most of the references:
+    the case where the symmetric block path (``_topk_ext``) pays off."""
+    return (
+        query_ref_index is not None
+        and 2 * queries.shape[0] >= refs.shape[0]
+        and query_ref_index.numel() > 0
+        and bool((query_ref_index >= 0).all())
+    )
+
+
+def _iterate_self(
+    queries: Tensor,
+    refs: Tensor,
+    k: int,
+    distance: BaseDistance,
+    chunk_size: int,
+    query_ref_index: Tensor,
+    query_labels: Tensor | None,
+    ref_labels: Tensor | None,
+) -> Iterator[tuple[int, Tensor, Tensor]]:
+    """Self-retrieval through :func:`lit_metric.functional._topk_ext.self_topk`, then the same tie rule."""
+    vals, idx = _topk_ext.self_topk(refs, k, distance)  # (N, k + 1) views, converted chunk by chunk
+    for start in range(0, queries.shape[0], chunk_size):
+        sl = slice(start, start + chunk_size)
+        rows = query_ref_index[sl]
+        ql = None if query_labels is None else query_labels[sl]
+        dis, ids = distance.to_dissimilarity(vals[rows]), idx[rows].long()
+        yield start, *_finalize(queries[sl], refs, k, distance, rows, ql, ref_labels, dis, ids, None)
 
 
 def _self_excluded_scores(q: Tensor, refs: Tensor, distance: BaseDistance, qi: Tensor | None) -> Tensor:

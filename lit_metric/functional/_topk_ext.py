@@ -45,7 +45,7 @@ MIN_REFS = 8192
 
 _SOURCE = Path(__file__).resolve().parents[1] / "csrc" / "topk_select.cpp"
 #: bump with any change to the C++ source's interface (torch also rebuilds when the source changes)
-_EXT_NAME = "lit_metric_topk_select_v1"
+_EXT_NAME = "lit_metric_topk_select_v2"
 
 
 @lru_cache(maxsize=1)
@@ -86,13 +86,13 @@ def applies(refs: Tensor, k: int, distance: BaseDistance, chunk_size: int) -> bo
 
 
 def _capacity(top: int) -> int:
-    return 2 * top
+    return 2 * top + 16  # the kernel keeps 16 slots free for whole-group stores
 
 
 def self_topk(refs: Tensor, k: int, distance: BaseDistance) -> tuple[Tensor, Tensor]:
     """The ``k + 1`` largest similarities of every reference row to the *other* references, best first.
 
-    Returns ``(values, ids)``, float32 and int32 ``(N, k + 1)`` views into the selection buffers (no copy of the
+    Returns ``(values, ids)``, float32 and int32 ``(N, k + 1)`` views into the selection buffer (no copy of the
     result is made).  Ties with the last value may be cut arbitrarily: the caller fetches one neighbour more
     than it needs to detect them.  Rows that the kernel could not finish (fewer than ``k + 1`` scores above their
     starting threshold) are redone with an exact ``topk`` over their full row.
@@ -107,8 +107,7 @@ def self_topk(refs: Tensor, k: int, distance: BaseDistance) -> tuple[Tensor, Ten
     x = (torch.nn.functional.normalize(x, dim=1, eps=1e-12) if isinstance(distance, CosineSimilarity) else x).contiguous()
     thr = _start_thresholds(x, top)
     cap = _capacity(top)
-    vals = torch.empty(n, cap, dtype=torch.float32)
-    ids = torch.empty(n, cap, dtype=torch.int32)
+    slots = torch.empty(n, cap, 2, dtype=torch.float32)  # (value, int32 id bits) pairs
     fill = torch.zeros(n, dtype=torch.int32)
     for i0 in range(0, n, BLOCK):
         xi = x[i0 : i0 + BLOCK]
@@ -116,9 +115,9 @@ def self_topk(refs: Tensor, k: int, distance: BaseDistance) -> tuple[Tensor, Ten
             s = xi @ x[j0 : j0 + BLOCK].T
             if j0 == i0:
                 s.fill_diagonal_(float("-inf"))  # never retrieve oneself
-            ext.feed(s, vals, ids, fill, thr, top, i0, j0, j0 != i0)
-    ext.finish(vals, ids, fill, thr, top, torch.get_num_threads())
-    out_v, out_i = vals[:, :top], ids[:, :top]
+            ext.feed(s, slots, fill, thr, top, i0, j0, j0 != i0)
+    ext.finish(slots, fill, thr, top, torch.get_num_threads())
+    out_v, out_i = slots[:, :top, 0], slots.view(torch.int32)[:, :top, 1]
     redo = (fill < 0).nonzero(as_tuple=True)[0]
     for start in range(0, redo.numel(), REDO_ROWS):
         r = redo[start : start + REDO_ROWS]

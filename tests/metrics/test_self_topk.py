@@ -60,7 +60,9 @@ def _oracle_rows(x: torch.Tensor, cosine: bool) -> np.ndarray:
 @needs_kernel
 @pytest.mark.parametrize("oversample", [0.3, 1.0, 2.0, 8.0])  # mostly redone rows ... many buffer cuts
 @pytest.mark.parametrize("n,k", [(301, 20), (130, 60), (97, 3)])
-def test_self_topk_is_the_exact_top_k(small_blocks: pytest.MonkeyPatch, oversample: float, n: int, k: int) -> None:
+def test_self_topk_is_the_exact_top_k(
+    small_blocks: pytest.MonkeyPatch, oversample: float, n: int, k: int
+) -> None:
     small_blocks.setattr(ext_mod, "OVERSAMPLE", oversample)
     x, _ = _int_data(n, seed=n + k)
     vals, ids = ext_mod.self_topk(x, k, DotProductSimilarity())
@@ -75,22 +77,21 @@ def test_self_topk_is_the_exact_top_k(small_blocks: pytest.MonkeyPatch, oversamp
 
 
 @needs_kernel
-def test_kernel_cuts_keep_the_best(small_blocks: pytest.MonkeyPatch) -> None:
-    # every score admitted (threshold -inf), a buffer of 2K slots cut again and again
+def test_kernel_cuts_keep_the_best() -> None:
+    # every score admitted (threshold -inf), a buffer of K + 16 slots cut again and again
     ext = ext_mod.load_extension()
     assert ext is not None
-    n, k = 64, 5
+    n, k = 203, 5
     g = torch.Generator().manual_seed(1)
     s = torch.randn(16, n, generator=g)
-    vals = torch.empty(16, 2 * k)
-    ids = torch.empty(16, 2 * k, dtype=torch.int32)
+    slots = torch.empty(16, k + 16, 2)
     fill = torch.zeros(16, dtype=torch.int32)
     thr = torch.full((16,), float("-inf"))
     for j0 in range(0, n, 24):  # ragged column blocks, rows only
-        ext.feed(s[:, j0 : j0 + 24].contiguous(), vals, ids, fill, thr, k, 0, j0, False)
-    ext.finish(vals, ids, fill, thr, k, 2)
+        ext.feed(s[:, j0 : j0 + 24].contiguous(), slots, fill, thr, k, 0, j0, False)
+    ext.finish(slots, fill, thr, k, 2)
     want_v, want_i = torch.topk(s, k, dim=1)
-    assert torch.equal(vals[:, :k], want_v) and torch.equal(ids[:, :k].long(), want_i)
+    assert torch.equal(slots[:, :k, 0], want_v) and torch.equal(slots.view(torch.int32)[:, :k, 1].long(), want_i)
     assert bool((thr > float("-inf")).all())  # the cuts raised every threshold
 
 
@@ -98,16 +99,18 @@ def test_kernel_cuts_keep_the_best(small_blocks: pytest.MonkeyPatch) -> None:
 def test_kernel_checks_its_arguments() -> None:
     ext = ext_mod.load_extension()
     assert ext is not None
-    vals, ids = torch.empty(8, 6), torch.empty(8, 6, dtype=torch.int32)
+    slots = torch.empty(8, 19, 2)
     fill, thr = torch.zeros(8, dtype=torch.int32), torch.zeros(8)
     with pytest.raises(RuntimeError, match="overlap"):
-        ext.feed(torch.zeros(4, 4), vals, ids, fill, thr, 3, 0, 2, True)
+        ext.feed(torch.zeros(4, 4), slots, fill, thr, 3, 0, 2, True)
     with pytest.raises(RuntimeError, match="out of range"):
-        ext.feed(torch.zeros(4, 4), vals, ids, fill, thr, 3, 6, 0, False)
+        ext.feed(torch.zeros(4, 4), slots, fill, thr, 3, 6, 0, False)
     with pytest.raises(RuntimeError, match="float32"):
-        ext.feed(torch.zeros(4, 4, dtype=torch.float64), vals, ids, fill, thr, 3, 0, 4, True)
-    with pytest.raises(RuntimeError, match="K < C"):
-        ext.finish(vals, ids, fill, thr, 6, 1)
+        ext.feed(torch.zeros(4, 4, dtype=torch.float64), slots, fill, thr, 3, 0, 4, True)
+    with pytest.raises(RuntimeError, match="C >= K \\+ 16"):
+        ext.finish(slots, fill, thr, 4, 1)
+    with pytest.raises(RuntimeError, match=r"\(N, C, 2\)"):
+        ext.finish(torch.empty(8, 19), fill, thr, 3, 1)
 
 
 @needs_kernel

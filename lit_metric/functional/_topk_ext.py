@@ -8,8 +8,9 @@ chunk; on the CPU the ``topk`` costs as much as the matrix product.  This path
    ``I`` and, transposed, to the rows of ``J``;
 2. selects with a small compiled kernel (``lit_metric/csrc/topk_select.cpp``): per row, a buffer of
    candidates above an admission threshold; a score below it is rejected by one SIMD comparison;
-3. starts every row's threshold at a value that a sample of 1,024 columns says at least about 1.5 K scores of
-   the row exceed (a row where fewer than K do is recomputed by the chunked path, so the result stays exact).
+3. starts every row's threshold at a value that a sample of 1,024 columns says about 2 K scores of the row
+   exceed (a row where fewer than K do is redone by an exact ``topk``, so the result stays exact);
+4. runs products and selection side by side on all cores (see :func:`_feed_all_blocks`).
 
 The kernel is compiled on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ninja are needed;
 about half a minute, cached by torch afterwards).  Where it cannot be built, or with the environment variable
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import threading
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -70,7 +72,7 @@ def load_extension() -> ModuleType | None:
 
 def applies(refs: Tensor, k: int, distance: BaseDistance, chunk_size: int) -> bool:
     """Whether :func:`self_topk` serves this search: float32 CPU references, a symmetric similarity, enough
-    references to pay off, and buffers (``N × 1.5 (k + 1)`` candidates) no wider than a score chunk, so the
+    references to pay off, and buffers (``N × (2 (k + 1) + 16)`` candidates) no wider than a score chunk, so the
     peak memory stays within about twice the chunked path's ``chunk_size × N`` scores."""
     from lit_metric.distances import CosineSimilarity, DotProductSimilarity
 
@@ -109,14 +111,9 @@ def self_topk(refs: Tensor, k: int, distance: BaseDistance) -> tuple[Tensor, Ten
     cap = _capacity(top)
     slots = torch.empty(n, cap, 2, dtype=torch.float32)  # (value, int32 id bits) pairs
     fill = torch.zeros(n, dtype=torch.int32)
-    for i0 in range(0, n, BLOCK):
-        xi = x[i0 : i0 + BLOCK]
-        for j0 in range(i0, n, BLOCK):
-            s = xi @ x[j0 : j0 + BLOCK].T
-            if j0 == i0:
-                s.fill_diagonal_(float("-inf"))  # never retrieve oneself
-            ext.feed(s, slots, fill, thr, top, i0, j0, j0 != i0)
-    ext.finish(slots, fill, thr, top, torch.get_num_threads())
+    threads = torch.get_num_threads()
+    _feed_all_blocks(ext, x, slots, fill, thr, top, threads)
+    ext.finish(slots, fill, thr, top, threads)
     out_v, out_i = slots[:, :top, 0], slots.view(torch.int32)[:, :top, 1]
     redo = (fill < 0).nonzero(as_tuple=True)[0]
     for start in range(0, redo.numel(), REDO_ROWS):
@@ -126,6 +123,71 @@ def self_topk(refs: Tensor, k: int, distance: BaseDistance) -> tuple[Tensor, Ten
         v, i = torch.topk(s, top, dim=1, largest=True, sorted=True)
         out_v[r], out_i[r] = v, i.int()
     return out_v, out_i
+
+
+def _feed_all_blocks(
+    ext: ModuleType, x: Tensor, slots: Tensor, fill: Tensor, thr: Tensor, top: int, threads: int
+) -> None:
+    """Compute every block ``S[I, J]``, ``J >= I``, once and feed it to the kernel, on ``threads`` threads.
+
+    Blocks are scheduled in rounds of a round-robin tournament between the row blocks: the blocks of one round
+    touch pairwise disjoint rows, so the threads of a round never write the same buffer; a barrier separates
+    rounds.  Each thread runs its products single-threaded (torch's thread count is 1 meanwhile), so products
+    and selection run side by side on all cores.
+    """
+    n_blocks = -(-x.shape[0] // BLOCK)
+    workers = max(1, min(threads, n_blocks))
+    schedule = _round_robin(n_blocks)
+    barrier = threading.Barrier(workers)
+    errors: list[BaseException] = []
+
+    def work(w: int) -> None:
+        try:
+            for pairs in schedule:
+                for a, b in pairs[w::workers]:
+                    i0, j0 = a * BLOCK, b * BLOCK
+                    s = x[i0 : i0 + BLOCK] @ x[j0 : j0 + BLOCK].T
+                    if a == b:
+                        s.fill_diagonal_(float("-inf"))  # never retrieve oneself
+                    ext.feed(s, slots, fill, thr, top, i0, j0, a != b)
+                barrier.wait()
+        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(err)
+            barrier.abort()
+
+    torch.set_num_threads(1)
+    try:
+        pool = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(1, workers)]
+        for t in pool:
+            t.start()
+        work(0)
+        for t in pool:
+            t.join()
+    finally:
+        torch.set_num_threads(threads)
+    if errors:  # the failure itself, not the broken barrier it left the other threads
+        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+
+
+def _round_robin(n: int) -> list[list[tuple[int, int]]]:
+    """Rounds of block pairs ``(a, b)``, ``a <= b``, covering every pair once; within a round no block repeats.
+
+    The circle method pairs ``n`` (or ``n + 1``, a bye) teams in ``n - 1`` (``n``) rounds; a team's bye is its
+    diagonal block ``(a, a)``; with ``n`` even the diagonals form one last round.
+    """
+    teams: list[int] = list(range(n)) + ([-1] if n % 2 else [])
+    m = len(teams)
+    rounds = []
+    for _ in range(m - 1):
+        pairs = []
+        for i in range(m // 2):
+            a, b = teams[i], teams[m - 1 - i]
+            pairs.append((max(a, b), max(a, b)) if min(a, b) < 0 else (min(a, b), max(a, b)))
+        rounds.append(pairs)
+        teams = [teams[0], teams[-1], *teams[1:-1]]
+    if n % 2 == 0:
+        rounds.append([(a, a) for a in range(n)])
+    return rounds
 
 
 def _start_thresholds(x: Tensor, top: int) -> Tensor:

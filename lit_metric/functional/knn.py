@@ -82,7 +82,10 @@ def knn_chunks(
     tensors for the queries ``start : start + c``.
 
     With ``query_labels`` and ``ref_labels``, ties are broken against the query (different label first).
-    Peak memory: torch, ``chunk_size × M`` scores plus ``chunk_size × (k + 1)`` results; faiss, its own
+    Leave-one-out search on the CPU (float32, cosine or dot product, most references are queries) takes the
+    compiled symmetric path of :mod:`lit_metric.functional._topk_ext` where it applies: same results, faster.
+    Peak memory: torch, ``chunk_size × M`` scores plus ``chunk_size × (k + 1)`` results (the compiled path:
+    ``M × (2 (k + 1) + 16)`` candidates of 8 bytes, taken only when that is at most twice as much); faiss, its own
     blocked score buffer plus ``max(chunk_size, FAISS_MIN_CHUNK) × (k + 2)`` results (faiss is much slower
     on small query batches).  Arguments are checked when called, before iteration.
     """

@@ -76,6 +76,40 @@ def test_self_topk_is_the_exact_top_k(
     np.testing.assert_array_equal(np.take_along_axis(s, idx, axis=1), want)  # each id really has its value
 
 
+@pytest.mark.parametrize("n", [1, 2, 5, 8, 49])
+def test_round_robin_schedule_covers_every_block_once_without_conflicts(n: int) -> None:
+    rounds = ext_mod._round_robin(n)
+    pairs = [p for r in rounds for p in r]
+    assert sorted(pairs) == [(a, b) for a in range(n) for b in range(a, n)]
+    for r in rounds:
+        blocks = [x for a, b in r for x in ({a, b})]
+        assert len(blocks) == len(set(blocks))  # no row block twice in a round
+
+
+@needs_kernel
+@pytest.mark.parametrize("threads", [1, 3])
+def test_self_topk_on_several_threads(small_blocks: pytest.MonkeyPatch, threads: int) -> None:
+    x, _ = _int_data(257, seed=11)
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        vals, ids = ext_mod.self_topk(x, 9, DotProductSimilarity())
+        assert torch.get_num_threads() == threads  # restored
+    finally:
+        torch.set_num_threads(old)
+    s = _oracle_rows(x, cosine=False)
+    want = -np.sort(-s, axis=1)[:, :10]
+    np.testing.assert_array_equal(vals.double().numpy(), want)
+    np.testing.assert_array_equal(np.take_along_axis(s, ids.long().numpy(), axis=1), want)
+
+
+@needs_kernel
+def test_a_failing_block_is_raised_not_hung(small_blocks: pytest.MonkeyPatch) -> None:
+    x, _ = _int_data(200)
+    with pytest.raises(RuntimeError, match="float32"):  # float64 products reach the kernel
+        ext_mod.self_topk(x.double(), 5, DotProductSimilarity())
+
+
 @needs_kernel
 def test_kernel_cuts_keep_the_best() -> None:
     # every score admitted (threshold -inf), a buffer of K + 16 slots cut again and again

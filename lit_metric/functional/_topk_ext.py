@@ -88,7 +88,8 @@ def applies(refs: Tensor, k: int, distance: BaseDistance, chunk_size: int) -> bo
 
 
 def _capacity(top: int) -> int:
-    return 2 * top + 16  # the kernel keeps 16 slots free for whole-group stores
+    # the kernel needs C >= K + 16 (a cut must free slots); 2K + 16 admits about K more candidates between cuts
+    return 2 * top + 16
 
 
 def self_topk(refs: Tensor, k: int, distance: BaseDistance) -> tuple[Tensor, Tensor]:

@@ -23,7 +23,8 @@ import math
 import os
 import threading
 import warnings
-from functools import lru_cache
+from collections.abc import Callable
+from functools import lru_cache, partial
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -70,10 +71,15 @@ def load_extension() -> ModuleType | None:
         return None
 
 
-def applies(refs: Tensor, k: int, distance: BaseDistance, chunk_size: int) -> bool:
-    """Whether :func:`self_topk` serves this search: float32 CPU references, a symmetric similarity, enough
-    references to pay off, and buffers (``N × (2 (k + 1) + 16)`` candidates) no wider than a score chunk, so the
-    peak memory stays within about twice the chunked path's ``chunk_size × N`` scores."""
+def applies(refs: Tensor, k: int, distance: BaseDistance, chunk_size: int, n_queries: int | None = None) -> bool:
+    """Whether the compiled selection serves this search: float32 CPU references, an inner-product measure,
+    enough references to pay off, and buffers (``(2 (k + 1) + 16)`` candidates a query) no wider than a score
+    chunk, so that peak memory stays within about twice the chunked path's ``chunk_size × N`` scores.
+
+    ``n_queries``: for separate queries (:func:`cross_topk`), their number; threads work on whole blocks of
+    queries, so there must be a block for every thread (fewer queries: the chunked path's parallel ``topk`` is
+    faster).  ``None``: leave-one-out over the references (:func:`self_topk`).
+    """
     from lit_metric.distances import CosineSimilarity, DotProductSimilarity
 
     return (
@@ -83,6 +89,7 @@ def applies(refs: Tensor, k: int, distance: BaseDistance, chunk_size: int) -> bo
         and MIN_REFS <= refs.shape[0] < 2**31
         and k + 1 < refs.shape[0] - 1
         and _capacity(k + 1) <= max(chunk_size, BLOCK)
+        and (n_queries is None or -(-n_queries // BLOCK) >= torch.get_num_threads())
         and load_extension() is not None
     )
 
@@ -100,36 +107,107 @@ def self_topk(refs: Tensor, k: int, distance: BaseDistance) -> tuple[Tensor, Ten
     than it needs to detect them.  Rows that the kernel could not finish (fewer than ``k + 1`` scores above their
     starting threshold) are redone with an exact ``topk`` over their full row.
     """
+    x = _unit_if_cosine(refs, distance)
+    own = torch.arange(x.shape[0])
+    return _select(x, x, own, k, _feed_symmetric)
+
+
+def cross_topk(
+    queries: Tensor, refs: Tensor, k: int, distance: BaseDistance, query_ref_index: Tensor | None = None
+) -> tuple[Tensor, Tensor]:
+    """:func:`self_topk` for separate queries: the ``k + 1`` largest similarities of each query to the
+    references, a query's own reference (``query_ref_index[i] >= 0``) excluded.  Every block of ``Q × M`` scores
+    is computed; only the selection is the compiled one (``(Q, k + 1)`` views, as in :func:`self_topk`)."""
+    xq, xr = _unit_if_cosine(queries, distance), _unit_if_cosine(refs, distance)
+    own = torch.full((xq.shape[0],), -1, dtype=torch.long) if query_ref_index is None else query_ref_index.cpu()
+    return _select(xq, xr, own, k, partial(_feed_rows, xr=xr, own=own))
+
+
+def _unit_if_cosine(x: Tensor, distance: BaseDistance) -> Tensor:
+    """Both measures are inner products: of unit vectors for cosine (normalised once, as ``pairwise`` does)."""
     from lit_metric.distances import CosineSimilarity
 
+    x = x.detach()
+    return (torch.nn.functional.normalize(x, dim=1, eps=1e-12) if isinstance(distance, CosineSimilarity) else x).contiguous()
+
+
+def _select(xq: Tensor, xr: Tensor, own: Tensor, k: int, feed: Callable[..., None]) -> tuple[Tensor, Tensor]:
+    """Thresholds, buffers, ``feed(ext, xq, slots, fill, thr, top, threads)``, the sort, the exact redos."""
     ext = load_extension()
     assert ext is not None  # internal: callers check `applies` first
-    n, top = refs.shape[0], k + 1
-    x = refs.detach()
-    # both measures are inner products (of unit vectors for cosine: normalised once, as pairwise() does)
-    x = (torch.nn.functional.normalize(x, dim=1, eps=1e-12) if isinstance(distance, CosineSimilarity) else x).contiguous()
-    thr = _start_thresholds(x, top)
-    cap = _capacity(top)
-    slots = torch.empty(n, cap, 2, dtype=torch.float32)  # (value, int32 id bits) pairs
-    fill = torch.zeros(n, dtype=torch.int32)
+    q, top = xq.shape[0], k + 1
+    thr = _start_thresholds(xq, xr, own, top)
+    slots = torch.empty(q, _capacity(top), 2, dtype=torch.float32)  # (value, int32 id bits) pairs
+    fill = torch.zeros(q, dtype=torch.int32)
     threads = torch.get_num_threads()
-    _feed_all_blocks(ext, x, slots, fill, thr, top, threads)
+    feed(ext, xq, slots, fill, thr, top, threads)
     ext.finish(slots, fill, thr, top, threads)
     out_v, out_i = slots[:, :top, 0], slots.view(torch.int32)[:, :top, 1]
     redo = (fill < 0).nonzero(as_tuple=True)[0]
     for start in range(0, redo.numel(), REDO_ROWS):
         r = redo[start : start + REDO_ROWS]
-        s = x[r] @ x.T
-        s[torch.arange(r.numel()), r] = float("-inf")
+        s = _exclude_own(xq[r] @ xr.T, own[r], 0)
         v, i = torch.topk(s, top, dim=1, largest=True, sorted=True)
         out_v[r], out_i[r] = v, i.int()
     return out_v, out_i
 
 
-def _feed_all_blocks(
-    ext: ModuleType, x: Tensor, slots: Tensor, fill: Tensor, thr: Tensor, top: int, threads: int
+def _exclude_own(s: Tensor, own: Tensor, col0: int) -> Tensor:
+    """Set ``s[i, own[i] - col0]`` to -inf where that column is in ``s`` (the query's own reference)."""
+    col = own - col0
+    hit = (own >= 0) & (col >= 0) & (col < s.shape[1])
+    if bool(hit.any()):
+        rows = hit.nonzero(as_tuple=True)[0]
+        s[rows, col[rows]] = float("-inf")
+    return s
+
+
+def _in_threads(workers: int, threads: int, work: Callable[[int], None], barrier: threading.Barrier | None = None) -> None:
+    """``work(w)`` for ``w`` in ``range(workers)`` on as many threads, torch single-threaded meanwhile; the first
+    failure is re-raised here (the barrier, if any, is aborted so that no thread waits forever)."""
+    errors: list[BaseException] = []
+
+    def run(w: int) -> None:
+        try:
+            work(w)
+        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
+            errors.append(err)
+            if barrier is not None:
+                barrier.abort()
+
+    torch.set_num_threads(1)
+    try:
+        pool = [threading.Thread(target=run, args=(w,), daemon=True) for w in range(1, workers)]
+        for t in pool:
+            t.start()
+        run(0)
+        for t in pool:
+            t.join()
+    finally:
+        torch.set_num_threads(threads)
+    if errors:  # the failure itself, not the broken barrier it left the other threads
+        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+
+
+def _feed_rows(
+    ext: ModuleType, xq: Tensor, slots: Tensor, fill: Tensor, thr: Tensor, top: int, threads: int, *, xr: Tensor, own: Tensor
 ) -> None:
-    """Compute every block ``S[I, J]``, ``J >= I``, once and feed it to the kernel, on ``threads`` threads.
+    """Every block of ``xq @ xr.T`` to the rows' buffers; threads take whole query blocks (no shared rows)."""
+    n_blocks = -(-xq.shape[0] // BLOCK)
+    workers = max(1, min(threads, n_blocks))
+
+    def work(w: int) -> None:
+        for i0 in range(w * BLOCK, xq.shape[0], workers * BLOCK):
+            xi, own_i = xq[i0 : i0 + BLOCK], own[i0 : i0 + BLOCK]
+            for j0 in range(0, xr.shape[0], BLOCK):
+                s = _exclude_own(xi @ xr[j0 : j0 + BLOCK].T, own_i, j0)
+                ext.feed(s, slots, fill, thr, top, i0, j0, False)
+
+    _in_threads(workers, threads, work)
+
+
+def _feed_symmetric(ext: ModuleType, x: Tensor, slots: Tensor, fill: Tensor, thr: Tensor, top: int, threads: int) -> None:
+    """Compute every block ``S[I, J]``, ``J >= I``, of ``x @ x.T`` once and feed it to both row sets.
 
     Blocks are scheduled in rounds of a round-robin tournament between the row blocks: the blocks of one round
     touch pairwise disjoint rows, so the threads of a round never write the same buffer; a barrier separates
@@ -140,34 +218,18 @@ def _feed_all_blocks(
     workers = max(1, min(threads, n_blocks))
     schedule = _round_robin(n_blocks)
     barrier = threading.Barrier(workers)
-    errors: list[BaseException] = []
 
     def work(w: int) -> None:
-        try:
-            for pairs in schedule:
-                for a, b in pairs[w::workers]:
-                    i0, j0 = a * BLOCK, b * BLOCK
-                    s = x[i0 : i0 + BLOCK] @ x[j0 : j0 + BLOCK].T
-                    if a == b:
-                        s.fill_diagonal_(float("-inf"))  # never retrieve oneself
-                    ext.feed(s, slots, fill, thr, top, i0, j0, a != b)
-                barrier.wait()
-        except BaseException as err:  # noqa: BLE001 - re-raised in the calling thread
-            errors.append(err)
-            barrier.abort()
+        for pairs in schedule:
+            for a, b in pairs[w::workers]:
+                i0, j0 = a * BLOCK, b * BLOCK
+                s = x[i0 : i0 + BLOCK] @ x[j0 : j0 + BLOCK].T
+                if a == b:
+                    s.fill_diagonal_(float("-inf"))  # never retrieve oneself
+                ext.feed(s, slots, fill, thr, top, i0, j0, a != b)
+            barrier.wait()
 
-    torch.set_num_threads(1)
-    try:
-        pool = [threading.Thread(target=work, args=(w,), daemon=True) for w in range(1, workers)]
-        for t in pool:
-            t.start()
-        work(0)
-        for t in pool:
-            t.join()
-    finally:
-        torch.set_num_threads(threads)
-    if errors:  # the failure itself, not the broken barrier it left the other threads
-        raise next((e for e in errors if not isinstance(e, threading.BrokenBarrierError)), errors[0])
+    _in_threads(workers, threads, work, barrier)
 
 
 def _round_robin(n: int) -> list[list[tuple[int, int]]]:
@@ -191,18 +253,20 @@ def _round_robin(n: int) -> list[list[tuple[int, int]]]:
     return rounds
 
 
-def _start_thresholds(x: Tensor, top: int) -> Tensor:
-    """Per row, a value that about ``OVERSAMPLE × top`` of the row's scores exceed, from sampled columns."""
-    n = x.shape[0]
-    n_s = min(SAMPLE_COLUMNS, n)
-    cols = torch.randperm(n, generator=torch.Generator().manual_seed(0))[:n_s]
-    j = min(n_s, math.ceil(OVERSAMPLE * top * n_s / (n - 1)))
-    sample = x[cols]
-    thr = torch.empty(n, dtype=torch.float32)
-    for start in range(0, n, BLOCK * 4):
-        s = x[start : start + BLOCK * 4] @ sample.T
-        own = (cols >= start) & (cols < start + s.shape[0])
-        s[cols[own] - start, own.nonzero(as_tuple=True)[0]] = float("-inf")
+def _start_thresholds(xq: Tensor, xr: Tensor, own: Tensor, top: int) -> Tensor:
+    """Per query, a value that about ``OVERSAMPLE × top`` of its scores exceed, from sampled reference columns."""
+    m = xr.shape[0]
+    n_s = min(SAMPLE_COLUMNS, m)
+    cols = torch.randperm(m, generator=torch.Generator().manual_seed(0))[:n_s]
+    j = min(n_s, math.ceil(OVERSAMPLE * top * n_s / max(m - 1, 1)))
+    sample = xr[cols]
+    where = torch.full((m,), -1, dtype=torch.long)
+    where[cols] = torch.arange(n_s)  # a reference's column in the sample, or -1
+    thr = torch.empty(xq.shape[0], dtype=torch.float32)
+    for start in range(0, xq.shape[0], BLOCK * 4):
+        s = xq[start : start + BLOCK * 4] @ sample.T
+        own_s = own[start : start + BLOCK * 4]
+        s = _exclude_own(s, torch.where(own_s >= 0, where[own_s.clamp_min(0)], own_s), 0)
         thr[start : start + s.shape[0]] = torch.topk(s, j, dim=1, sorted=False).values.amin(1)
     # a row whose sample is too small (j-th value -inf) admits everything: no threshold at all
     return thr.contiguous()

@@ -82,8 +82,9 @@ def knn_chunks(
     tensors for the queries ``start : start + c``.
 
     With ``query_labels`` and ``ref_labels``, ties are broken against the query (different label first).
-    Leave-one-out search on the CPU (float32, cosine or dot product, most references are queries) takes the
-    compiled symmetric path of :mod:`lit_metric.functional._topk_ext` where it applies: same results, faster.
+    On the CPU (float32, cosine or dot product, enough references) the selection is the compiled one of
+    :mod:`lit_metric.functional._topk_ext` where it applies (leave-one-out over most references also halves
+    the products): same results, faster.
     Peak memory: torch, ``chunk_size × M`` scores plus ``chunk_size × (k + 1)`` results (the compiled path:
     ``M × (2 (k + 1) + 16)`` candidates of 8 bytes, taken only when that is at most twice as much); faiss, its own
     blocked score buffer plus ``max(chunk_size, FAISS_MIN_CHUNK) × (k + 2)`` results (faiss is much slower
@@ -97,11 +98,10 @@ def knn_chunks(
         raise ValueError(f"Expected argument `backend` to be one of ['torch', 'faiss'], but got {backend!r}.")
     if (query_labels is None) != (ref_labels is None):
         raise ValueError("Expected `query_labels` and `ref_labels` to be given together, but got only one.")
-    if backend == "torch" and _self_retrieval(queries, refs, query_ref_index) and _topk_ext.applies(
-        refs, k, distance, chunk_size
-    ):
-        assert query_ref_index is not None  # checked by _self_retrieval
-        return _iterate_self(queries, refs, k, distance, chunk_size, query_ref_index, query_labels, ref_labels)
+    if backend == "torch" and queries.device.type == "cpu" and queries.dtype == torch.float32:
+        symmetric = _self_retrieval(queries, refs, query_ref_index)
+        if _topk_ext.applies(refs, k, distance, chunk_size, n_queries=None if symmetric else queries.shape[0]):
+            return _iterate_compiled(queries, refs, k, distance, chunk_size, query_ref_index, query_labels, ref_labels)
     searcher = _FaissSearcher(refs, distance) if backend == "faiss" else None
     if searcher is not None:
         chunk_size = max(chunk_size, FAISS_MIN_CHUNK)
@@ -143,24 +143,32 @@ def _self_retrieval(queries: Tensor, refs: Tensor, query_ref_index: Tensor | Non
     )
 
 
-def _iterate_self(
+def _iterate_compiled(
     queries: Tensor,
     refs: Tensor,
     k: int,
     distance: BaseDistance,
     chunk_size: int,
-    query_ref_index: Tensor,
+    query_ref_index: Tensor | None,
     query_labels: Tensor | None,
     ref_labels: Tensor | None,
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """Self-retrieval through :func:`lit_metric.functional._topk_ext.self_topk`, then the same tie rule."""
-    vals, idx = _topk_ext.self_topk(refs, k, distance)  # (N, k + 1) views, converted chunk by chunk
+    """The compiled selection of :mod:`lit_metric.functional._topk_ext` (symmetric blocks for leave-one-out over
+    most references, every block otherwise), then the same tie rule as the chunked path."""
+    if _self_retrieval(queries, refs, query_ref_index):
+        assert query_ref_index is not None  # checked by _self_retrieval
+        vals, idx = _topk_ext.self_topk(refs, k, distance)  # (M, k + 1) views, converted chunk by chunk
+        rows_of = query_ref_index
+    else:
+        vals, idx = _topk_ext.cross_topk(queries, refs, k, distance, query_ref_index)
+        rows_of = torch.arange(queries.shape[0])
     for start in range(0, queries.shape[0], chunk_size):
         sl = slice(start, start + chunk_size)
-        rows = query_ref_index[sl]
+        rows = rows_of[sl]
+        qi = None if query_ref_index is None else query_ref_index[sl]
         ql = None if query_labels is None else query_labels[sl]
         dis, ids = distance.to_dissimilarity(vals[rows]), idx[rows].long()
-        yield start, *_finalize(queries[sl], refs, k, distance, rows, ql, ref_labels, dis, ids, None)
+        yield start, *_finalize(queries[sl], refs, k, distance, qi, ql, ref_labels, dis, ids, None)
 
 
 def _self_excluded_scores(q: Tensor, refs: Tensor, distance: BaseDistance, qi: Tensor | None) -> Tensor:

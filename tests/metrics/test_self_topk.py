@@ -111,6 +111,67 @@ def test_a_failing_block_is_raised_not_hung(small_blocks: pytest.MonkeyPatch) ->
 
 
 @needs_kernel
+@pytest.mark.parametrize("oversample", [0.3, 2.0, 8.0])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_cross_topk_is_the_exact_top_k(small_blocks: pytest.MonkeyPatch, oversample: float, threads: int) -> None:
+    small_blocks.setattr(ext_mod, "OVERSAMPLE", oversample)
+    q, _ = _int_data(150, seed=21)
+    r, _ = _int_data(233, seed=22)
+    q[:40] = r[100:140]  # queries 0..39 are references 100..139 (excluded from their own results) ...
+    own = torch.full((150,), -1)
+    own[:40] = torch.arange(100, 140)
+    own[:5] = -1  # ... except the first five, which may retrieve their twin (a score like any other)
+    k = 17
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        vals, ids = ext_mod.cross_topk(q, r, k, DotProductSimilarity(), own)
+    finally:
+        torch.set_num_threads(old)
+    s = q.double().numpy() @ r.double().numpy().T
+    s[np.arange(40)[5:], own[5:40].numpy()] = -np.inf
+    want = -np.sort(-s, axis=1)[:, : k + 1]
+    np.testing.assert_array_equal(vals.double().numpy(), want)
+    idx = ids.long().numpy()
+    assert all(len(set(row)) == k + 1 for row in idx)
+    assert not (idx[5:40] == own[5:40].numpy()[:, None]).any()
+    np.testing.assert_array_equal(np.take_along_axis(s, idx, axis=1), want)  # rows 0..4 keep their twin's score
+
+
+@needs_kernel
+def test_query_gallery_protocol_on_the_fast_path_matches_brute_force(small_blocks: pytest.MonkeyPatch) -> None:
+    x, y = _sign_data(260, seed=8)
+    rng = np.random.default_rng(9)
+    role = rng.integers(0, 3, size=260)  # 0: query only, 1: gallery only, 2: both
+    role[:90] = 0  # enough queries that are not references: the separate-query (cross) path
+    is_q, is_g = role != 1, role != 0
+    m = RetrievalMetrics(metrics=ALL, k=KS, distance=CosineSimilarity(), chunk_size=4096)
+    m.update(x, y, is_query=torch.from_numpy(is_q), is_gallery=torch.from_numpy(is_g))
+    ours = {name: float(v) for name, v in m.compute().items()}
+    qi, gi = np.flatnonzero(is_q), np.flatnonzero(is_g)
+    self_pos = np.array([int(np.flatnonzero(gi == i)[0]) if is_g[i] else -1 for i in qi])
+    e = x.numpy()
+    ref = brute_force_retrieval(dissimilarity_matrix(e[qi], e[gi], "cosine"), y.numpy()[qi], y.numpy()[gi], self_pos, KS)
+    for name, value in ref.items():
+        assert ours[name] == pytest.approx(value, abs=1e-6), name
+
+
+@needs_kernel
+def test_plain_search_on_the_fast_path_equals_the_chunked_path(small_blocks: pytest.MonkeyPatch) -> None:
+    q, _ = _int_data(130, d=3, seed=31)  # ties everywhere
+    r, _ = _int_data(170, d=3, seed=32)
+    assert ext_mod.applies(r, 9, DotProductSimilarity(), chunk_size=4096, n_queries=130)
+    fast = knn(q, r, 9, DotProductSimilarity(), chunk_size=4096)
+    small_blocks.setenv("LIT_METRIC_CPU_KERNEL", "0")
+    ext_mod.load_extension.cache_clear()
+    try:
+        slow = knn(q, r, 9, DotProductSimilarity(), chunk_size=4096)
+    finally:
+        ext_mod.load_extension.cache_clear()
+    assert torch.equal(fast[1], slow[1]) and torch.equal(fast[0], slow[0])
+
+
+@needs_kernel
 def test_kernel_cuts_keep_the_best() -> None:
     # every score admitted (threshold -inf), a buffer of K + 16 slots cut again and again
     ext = ext_mod.load_extension()
@@ -189,6 +250,13 @@ def test_fast_path_is_only_taken_where_it_applies(small_blocks: pytest.MonkeyPat
     assert not ext_mod.applies(x.double(), 10, CosineSimilarity(), chunk_size=64)
     assert not ext_mod.applies(x, 40, CosineSimilarity(), chunk_size=64)  # 2 (k + 1) slots wider than a chunk
     assert not ext_mod.applies(x, 98, CosineSimilarity(), chunk_size=4096)  # k + 1 = every other reference
+    old = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:  # separate queries: a 32-row block for each thread
+        assert ext_mod.applies(x, 10, CosineSimilarity(), chunk_size=64, n_queries=33)
+        assert not ext_mod.applies(x, 10, CosineSimilarity(), chunk_size=64, n_queries=32)
+    finally:
+        torch.set_num_threads(old)
     small_blocks.setattr(ext_mod, "MIN_REFS", 101)
     assert not ext_mod.applies(x, 10, CosineSimilarity(), chunk_size=64)
 

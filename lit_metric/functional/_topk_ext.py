@@ -10,7 +10,10 @@ chunk; on the CPU the ``topk`` costs as much as the matrix product.  This path
    candidates above an admission threshold; a score below it is rejected by one SIMD comparison;
 3. starts every row's threshold at a value that a sample of 1,024 columns says about 2 K scores of the row
    exceed (a row where fewer than K do is redone by an exact ``topk``, so the result stays exact);
-4. runs products and selection side by side on all cores (see :func:`_feed_all_blocks`).
+4. runs products and selection side by side on all cores (see :func:`_feed_symmetric`).
+
+Separate queries (:func:`cross_topk`: query/gallery splits, plain searches) use steps 2–4 with every block of
+``Q × M`` products computed.
 
 The kernel is compiled on first use with ``torch.utils.cpp_extension`` (a C++ compiler and ninja are needed;
 about half a minute, cached by torch afterwards).  Where it cannot be built, or with the environment variable

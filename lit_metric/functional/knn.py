@@ -101,7 +101,9 @@ def knn_chunks(
     if backend == "torch" and queries.device.type == "cpu" and queries.dtype == torch.float32:
         symmetric = _self_retrieval(queries, refs, query_ref_index)
         if _topk_ext.applies(refs, k, distance, chunk_size, n_queries=None if symmetric else queries.shape[0]):
-            return _iterate_compiled(queries, refs, k, distance, chunk_size, query_ref_index, query_labels, ref_labels)
+            return _iterate_compiled(
+                queries, refs, k, distance, chunk_size, query_ref_index, query_labels, ref_labels, symmetric
+            )
     searcher = _FaissSearcher(refs, distance) if backend == "faiss" else None
     if searcher is not None:
         chunk_size = max(chunk_size, FAISS_MIN_CHUNK)
@@ -152,10 +154,12 @@ def _iterate_compiled(
     query_ref_index: Tensor | None,
     query_labels: Tensor | None,
     ref_labels: Tensor | None,
+    symmetric: bool,
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """The compiled selection of :mod:`lit_metric.functional._topk_ext` (symmetric blocks for leave-one-out over
-    most references, every block otherwise), then the same tie rule as the chunked path."""
-    if _self_retrieval(queries, refs, query_ref_index):
+    """The compiled selection of :mod:`lit_metric.functional._topk_ext` (``symmetric``: blocks of ``refs @ refs.T``
+    computed once for leave-one-out over most references; otherwise every block), then the chunked path's tie
+    rule."""
+    if symmetric:
         assert query_ref_index is not None  # checked by _self_retrieval
         vals, idx = _topk_ext.self_topk(refs, k, distance)  # (M, k + 1) views, converted chunk by chunk
         rows_of = query_ref_index

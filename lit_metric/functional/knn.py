@@ -98,15 +98,14 @@ def knn_chunks(
         raise ValueError(f"Expected argument `backend` to be one of ['torch', 'faiss'], but got {backend!r}.")
     if (query_labels is None) != (ref_labels is None):
         raise ValueError("Expected `query_labels` and `ref_labels` to be given together, but got only one.")
-    if backend == "torch" and queries.device.type == "cpu" and queries.dtype == torch.float32:
+    searcher: _FaissSearcher | _CompiledSearcher | None = None
+    if backend == "faiss":
+        searcher = _FaissSearcher(refs, distance)
+        chunk_size = max(chunk_size, FAISS_MIN_CHUNK)
+    elif queries.device.type == "cpu" and queries.dtype == torch.float32:
         symmetric = _self_retrieval(queries, refs, query_ref_index)
         if _topk_ext.applies(refs, k, distance, chunk_size, n_queries=None if symmetric else queries.shape[0]):
-            return _iterate_compiled(
-                queries, refs, k, distance, chunk_size, query_ref_index, query_labels, ref_labels, symmetric
-            )
-    searcher = _FaissSearcher(refs, distance) if backend == "faiss" else None
-    if searcher is not None:
-        chunk_size = max(chunk_size, FAISS_MIN_CHUNK)
+            searcher = _CompiledSearcher(queries, refs, distance, query_ref_index, symmetric)
     return _iterate_chunks(queries, refs, k, distance, chunk_size, query_ref_index, query_labels, ref_labels, searcher)
 
 
@@ -119,7 +118,7 @@ def _iterate_chunks(
     query_ref_index: Tensor | None,
     query_labels: Tensor | None,
     ref_labels: Tensor | None,
-    searcher: _FaissSearcher | None,
+    searcher: _FaissSearcher | _CompiledSearcher | None,
 ) -> Iterator[tuple[int, Tensor, Tensor]]:
     for start in range(0, queries.shape[0], chunk_size):
         q = queries[start : start + chunk_size]
@@ -128,7 +127,7 @@ def _iterate_chunks(
         if searcher is None:
             vals, idx, raw_chunk = _torch_candidates(q, refs, k, distance, qi)
         else:
-            vals, idx = searcher.search(q, k, qi)
+            vals, idx = searcher.search(start, q, k, qi)
             raw_chunk = None
         scores, idx = _finalize(q, refs, k, distance, qi, ql, ref_labels, vals, idx, raw_chunk)
         yield start, scores, idx
@@ -145,34 +144,31 @@ def _self_retrieval(queries: Tensor, refs: Tensor, query_ref_index: Tensor | Non
     )
 
 
-def _iterate_compiled(
-    queries: Tensor,
-    refs: Tensor,
-    k: int,
-    distance: BaseDistance,
-    chunk_size: int,
-    query_ref_index: Tensor | None,
-    query_labels: Tensor | None,
-    ref_labels: Tensor | None,
-    symmetric: bool,
-) -> Iterator[tuple[int, Tensor, Tensor]]:
-    """The compiled selection of :mod:`lit_metric.functional._topk_ext` (``symmetric``: blocks of ``refs @ refs.T``
-    computed once for leave-one-out over most references; otherwise every block), then the chunked path's tie
-    rule."""
-    if symmetric:
-        assert query_ref_index is not None  # checked by _self_retrieval
-        vals, idx = _topk_ext.self_topk(refs, k, distance)  # (M, k + 1) views, converted chunk by chunk
-        rows_of = query_ref_index
-    else:
-        vals, idx = _topk_ext.cross_topk(queries, refs, k, distance, query_ref_index)
-        rows_of = torch.arange(queries.shape[0])
-    for start in range(0, queries.shape[0], chunk_size):
-        sl = slice(start, start + chunk_size)
-        rows = rows_of[sl]
-        qi = None if query_ref_index is None else query_ref_index[sl]
-        ql = None if query_labels is None else query_labels[sl]
-        dis, ids = distance.to_dissimilarity(vals[rows]), idx[rows].long()
-        yield start, *_finalize(queries[sl], refs, k, distance, qi, ql, ref_labels, dis, ids, None)
+class _CompiledSearcher:
+    """Candidates from the compiled selection of :mod:`lit_metric.functional._topk_ext`, all queries at once on
+    the first chunk (``symmetric``: the blocks of ``refs @ refs.T`` computed once, for leave-one-out over most
+    references; otherwise every block of ``queries @ refs.T``), then handed out chunk by chunk."""
+
+    def __init__(
+        self, queries: Tensor, refs: Tensor, distance: BaseDistance, query_ref_index: Tensor | None, symmetric: bool
+    ) -> None:
+        self.queries, self.refs, self.distance = queries, refs, distance
+        self.query_ref_index, self.symmetric = query_ref_index, symmetric
+        self.found: tuple[Tensor, Tensor, Tensor] | None = None  # values, ids, the result row of each query
+
+    def search(self, start: int, q: Tensor, k: int, qi: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(c, k + 1)`` ascending dissimilarities and ids for the queries ``start : start + c``."""
+        if self.found is None:
+            if self.symmetric:
+                assert self.query_ref_index is not None  # checked by _self_retrieval
+                vals, idx = _topk_ext.self_topk(self.refs, k, self.distance)  # (M, k + 1) views
+                self.found = vals, idx, self.query_ref_index
+            else:
+                vals, idx = _topk_ext.cross_topk(self.queries, self.refs, k, self.distance, self.query_ref_index)
+                self.found = vals, idx, torch.arange(self.queries.shape[0])
+        vals, idx, rows_of = self.found
+        rows = rows_of[start : start + q.shape[0]]
+        return self.distance.to_dissimilarity(vals[rows]), idx[rows].long()
 
 
 def _self_excluded_scores(q: Tensor, refs: Tensor, distance: BaseDistance, qi: Tensor | None) -> Tensor:
@@ -278,8 +274,9 @@ class _FaissSearcher:
             x = torch.nn.functional.normalize(x, dim=1)
         return x.cpu().contiguous().numpy()
 
-    def search(self, q: Tensor, k: int, qi: Tensor | None) -> tuple[Tensor, Tensor]:
-        """``(c, k + 1)`` ascending dissimilarities (or ``(c, k)`` when no extra neighbour exists) and ids."""
+    def search(self, start: int, q: Tensor, k: int, qi: Tensor | None) -> tuple[Tensor, Tensor]:
+        """``(c, k + 1)`` ascending dissimilarities (or ``(c, k)`` when no extra neighbour exists) and ids of the
+        queries ``q`` (``start``, their position, is not needed: faiss searches them as given)."""
         extra = 1 if qi is not None and bool((qi >= 0).any()) else 0
         kf = min(k + 1 + extra, self.n_refs)
         raw, ids = self.index.search(self._prepare(q), kf)
